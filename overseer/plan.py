@@ -1,0 +1,227 @@
+"""The plan: steps, their schema, and every rule a plan must keep.
+
+Pure data and checks: no I/O and no LLM calls. ``parse_plan`` turns whatever the model sent into a
+``Plan`` or raises ``PlanValidationError`` listing every problem found, each one sentence quoting the
+offending value, so the planner can hand the list back to the model.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from overseer.errors import PlanValidationError
+
+__all__ = ["DEFAULT_MAX_STEPS", "Plan", "Step", "group_warnings", "parse_plan", "plan_json_schema"]
+
+DEFAULT_MAX_STEPS = 20
+
+
+class Step(BaseModel):
+    """One unit of work. ``depends_on`` is what the scheduler obeys; ``parallel_group`` is a label."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    step_id: str = Field(min_length=1, max_length=64)
+    description: str = Field(min_length=1)
+    tool: str = Field(min_length=1)
+    depends_on: tuple[str, ...] = ()
+    parallel_group: int | str | None = None
+
+    @field_validator("step_id", "tool")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _dedupe(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list | tuple):
+            return tuple(dict.fromkeys(str(v).strip() for v in value))
+        return value
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    steps: tuple[Step, ...]
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.step_id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.step_id for s in self.steps]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": [_step_dict(s) for s in self.steps]}
+
+
+def _step_dict(step: Step) -> dict[str, Any]:
+    data = step.model_dump()
+    data["depends_on"] = list(step.depends_on)
+    return data
+
+
+def plan_json_schema(tool_names: Iterable[str] | None = None) -> dict[str, Any]:
+    """The JSON Schema sent to the model; ``tool`` is an enum of the registry when given."""
+    tool: dict[str, Any] = {"type": "string"}
+    names = sorted(tool_names or [])
+    if names:
+        tool["enum"] = names
+    step = {
+        "type": "object",
+        "properties": {
+            "step_id": {"type": "string"},
+            "description": {"type": "string"},
+            "tool": tool,
+            "depends_on": {"type": "array", "items": {"type": "string"}},
+            "parallel_group": {"type": ["integer", "null"]},
+        },
+        "required": ["step_id", "description", "tool", "depends_on", "parallel_group"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {"steps": {"type": "array", "items": step}},
+        "required": ["steps"],
+        "additionalProperties": False,
+    }
+
+
+def parse_plan(
+    data: Any, tools: Iterable[str] | None = None, max_steps: int = DEFAULT_MAX_STEPS
+) -> Plan:
+    """Validate ``data`` (a dict from JSON, or a bare list of steps) into a ``Plan``."""
+    if isinstance(data, list):
+        data = {"steps": data}
+    if not isinstance(data, Mapping) or "steps" not in data:
+        raise PlanValidationError(['the plan must be a JSON object with a "steps" list'])
+    raw_steps = data["steps"]
+    if not isinstance(raw_steps, list):
+        raise PlanValidationError([f'"steps" must be a list, got {type(raw_steps).__name__}'])
+    steps, problems = _parse_steps(raw_steps)
+    problems += check_steps(steps, tools, max_steps)
+    if problems:
+        raise PlanValidationError(problems)
+    return Plan(steps=tuple(steps))
+
+
+def _parse_steps(raw_steps: list[Any]) -> tuple[list[Step], list[str]]:
+    steps: list[Step] = []
+    problems: list[str] = []
+    for index, raw in enumerate(raw_steps, start=1):
+        try:
+            steps.append(Step.model_validate(raw))
+        except ValidationError as exc:
+            problems.append(f"step #{index} is malformed: {_pydantic_summary(exc)}")
+    return steps, problems
+
+
+def _pydantic_summary(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "step"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def check_steps(
+    steps: list[Step], tools: Iterable[str] | None = None, max_steps: int = DEFAULT_MAX_STEPS
+) -> list[str]:
+    """Every rule over a list of parsed steps; returns the problems (empty when valid)."""
+    if not steps:
+        return ["the plan has no steps"]
+    problems: list[str] = []
+    if len(steps) > max_steps:
+        problems.append(f"the plan has {len(steps)} steps, more than the limit of {max_steps}")
+    problems += _duplicate_ids(steps)
+    problems += _bad_dependencies(steps)
+    if tools is not None:
+        problems += _unknown_tools(steps, set(tools))
+    if not problems:
+        problems += _cycles(steps)
+    return problems
+
+
+def _duplicate_ids(steps: list[Step]) -> list[str]:
+    seen: set[str] = set()
+    problems = []
+    for step in steps:
+        if step.step_id in seen:
+            problems.append(f"step id {step.step_id!r} is used more than once")
+        seen.add(step.step_id)
+    return problems
+
+
+def _bad_dependencies(steps: list[Step]) -> list[str]:
+    ids = {s.step_id for s in steps}
+    problems = []
+    for step in steps:
+        for dep in step.depends_on:
+            if dep == step.step_id:
+                problems.append(f"step {step.step_id!r} depends on itself")
+            elif dep not in ids:
+                problems.append(f"step {step.step_id!r} depends on unknown step {dep!r}")
+    return problems
+
+
+def _unknown_tools(steps: list[Step], tools: set[str]) -> list[str]:
+    known = ", ".join(sorted(tools))
+    return [
+        f"step {s.step_id!r} uses unknown tool {s.tool!r} (the tools are: {known})"
+        for s in steps
+        if s.tool not in tools
+    ]
+
+
+def _cycles(steps: list[Step]) -> list[str]:
+    sorter = graphlib.TopologicalSorter({s.step_id: s.depends_on for s in steps})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        path = list(reversed(exc.args[1]))
+        return [
+            f"the steps form a dependency cycle: {' -> '.join(path)} (each depends on the next)"
+        ]
+    return []
+
+
+def group_warnings(plan: Plan) -> list[str]:
+    """``parallel_group`` labels that contradict ``depends_on`` (reported, never obeyed)."""
+    by_id = {s.step_id: s for s in plan.steps}
+    warnings = []
+    for step in plan.steps:
+        if step.parallel_group is None:
+            continue
+        for dep in _ancestors(step.step_id, by_id):
+            if by_id[dep].parallel_group == step.parallel_group:
+                warnings.append(
+                    f"step {step.step_id!r} shares parallel_group {step.parallel_group!r} with "
+                    f"{dep!r} but depends on it; it will run after {dep!r}"
+                )
+    return warnings
+
+
+def _ancestors(step_id: str, by_id: Mapping[str, Step]) -> list[str]:
+    found: list[str] = []
+    stack = list(by_id[step_id].depends_on)
+    while stack:
+        dep = stack.pop()
+        if dep not in found:
+            found.append(dep)
+            stack.extend(by_id[dep].depends_on)
+    return found

@@ -1,0 +1,55 @@
+"""What a tool is, what it gets when called, and what it gives back. Types only."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from overseer.usage import Usage
+
+__all__ = ["CallContext", "Tool", "ToolResult"]
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    output: str
+    usage: Usage = Usage()
+    model: str = ""
+
+
+@dataclass
+class CallContext:
+    """Handed to a tool for one call.
+
+    ``cancelled`` is set when the run no longer wants the result (timeout, fail-fast, Ctrl-C);
+    long-running tools check it. ``deadline`` is a ``time.monotonic()`` instant or None.
+    """
+
+    step_id: str | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    deadline: float | None = None
+    attempt: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (never negative), or None for no deadline."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+
+class Tool(Protocol):
+    """A named capability the planner may choose and a node may call."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def max_concurrency(self) -> int | None: ...
+
+    def run(self, prompt: str, options: dict[str, Any], ctx: CallContext) -> ToolResult: ...

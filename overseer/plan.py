@@ -1,8 +1,8 @@
 """The plan: steps, their schema, and every rule a plan must keep.
 
 Pure data and checks: no I/O and no LLM calls. ``parse_plan`` turns whatever the model sent into a
-``Plan`` or raises ``PlanValidationError`` listing every problem found, each one sentence quoting the
-offending value, so the planner can hand the list back to the model.
+``Plan`` or raises ``PlanValidationError`` listing every problem found, each one sentence quoting
+the offending value, so the planner can hand the list back to the model.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ DEFAULT_MAX_STEPS = 20
 
 
 class Step(BaseModel):
-    """One unit of work. ``depends_on`` is what the scheduler obeys; ``parallel_group`` is a label."""
+    """One unit of work: ``depends_on`` is obeyed; ``parallel_group`` is only a label."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,11 +24,15 @@ class ToolResult:
 class CallContext:
     """Handed to a tool for one call.
 
-    ``cancelled`` is set when the run no longer wants the result (timeout, fail-fast, Ctrl-C);
-    long-running tools check it. ``deadline`` is a ``time.monotonic()`` instant or None.
+    ``task`` is the step's description and ``inputs`` its dependencies' outputs (empty for a call
+    from a node). ``cancelled`` is set when the run no longer wants the result (timeout,
+    fail-fast, Ctrl-C); long-running tools check it. ``deadline`` is a ``time.monotonic()``
+    instant, or None.
     """
 
     step_id: str | None = None
+    task: str | None = None
+    inputs: Mapping[str, str] = field(default_factory=dict)
     cancelled: threading.Event = field(default_factory=threading.Event)
     deadline: float | None = None
     attempt: int = 1

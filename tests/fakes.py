@@ -1,0 +1,96 @@
+"""Scripted stand-ins for the chat model (habit 2: they fail loudly when the script runs out)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from overseer.chat import ChatReply, ChatRequest
+from overseer.usage import Usage
+
+Answer = str | ChatReply | Exception
+
+
+def reply(text: str, prompt_tokens: int = 10, completion_tokens: int = 5, **kw: Any) -> ChatReply:
+    return ChatReply(text=text, usage=Usage(prompt_tokens, completion_tokens), model="fake", **kw)
+
+
+def plan_json(*steps: tuple[str, str, str, list[str]]) -> str:
+    """``plan_json(("s1", "Write a joke", "content_generator", []), ...)``."""
+    return json.dumps(
+        {
+            "steps": [
+                {
+                    "step_id": i,
+                    "description": d,
+                    "tool": t,
+                    "depends_on": deps,
+                    "parallel_group": None,
+                }
+                for i, d, t, deps in steps
+            ]
+        }
+    )
+
+
+class ScriptedChat:
+    """Answers requests in order from a script; an unexpected extra request fails the test."""
+
+    def __init__(self, *answers: Answer) -> None:
+        self.answers = list(answers)
+        self.requests: list[ChatRequest] = []
+        self._lock = threading.Lock()
+
+    def complete(self, request: ChatRequest) -> ChatReply:
+        with self._lock:
+            self.requests.append(request)
+            if not self.answers:
+                raise AssertionError(f"script ran out at request {len(self.requests)}: {request}")
+            answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer if isinstance(answer, ChatReply) else reply(answer)
+
+
+def is_plan_request(request: ChatRequest) -> bool:
+    return request.schema_name == "plan"
+
+
+def is_answer_request(request: ChatRequest) -> bool:
+    return "final answer" in request.messages[0]["content"]
+
+
+class RuleChat:
+    """Answers by role: the plan (scripted list), steps (``step`` function), the final answer."""
+
+    def __init__(
+        self,
+        plans: list[Answer],
+        step: Callable[[ChatRequest], Answer] | None = None,
+        answer: str = "FINAL ANSWER",
+    ) -> None:
+        self.plans = list(plans)
+        self.step = step or (lambda r: "out:" + r.messages[-1]["content"].splitlines()[0])
+        self.answer = answer
+        self.requests: list[ChatRequest] = []
+        self._lock = threading.Lock()
+
+    def complete(self, request: ChatRequest) -> ChatReply:
+        with self._lock:
+            self.requests.append(request)
+            if is_plan_request(request):
+                if not self.plans:
+                    raise AssertionError("no more scripted plans")
+                result: Answer = self.plans.pop(0)
+            elif is_answer_request(request):
+                result = self.answer
+            else:
+                result = self.step(request)
+        if isinstance(result, Exception):
+            raise result
+        return result if isinstance(result, ChatReply) else reply(result)
+
+    def step_requests(self) -> list[ChatRequest]:
+        return [r for r in self.requests if not is_plan_request(r) and not is_answer_request(r)]

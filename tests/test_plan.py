@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from overseer.errors import PlanValidationError
+from overseer.plan import Plan, group_warnings, parse_plan, plan_json_schema
+
+TOOLS = ["content_generator", "translator", "summarizer"]
+
+
+def step(
+    sid: str, tool: str = "content_generator", deps: list[str] | None = None, **kw: Any
+) -> dict[str, Any]:
+    return {
+        "step_id": sid,
+        "description": f"do {sid}",
+        "tool": tool,
+        "depends_on": deps or [],
+        **kw,
+    }
+
+
+def problems_of(data: Any, max_steps: int = 20) -> list[str]:
+    with pytest.raises(PlanValidationError) as info:
+        parse_plan(data, TOOLS, max_steps)
+    return info.value.problems
+
+
+def test_a_valid_plan_parses_into_frozen_steps() -> None:
+    plan = parse_plan(
+        {"steps": [step("a"), step("b", "translator", ["a"], parallel_group=1)]}, TOOLS
+    )
+    assert plan.ids == ["a", "b"]
+    assert plan.step("b").depends_on == ("a",)
+    assert plan.step("b").parallel_group == 1
+    with pytest.raises(ValueError):
+        plan.steps[0].step_id = "z"  # type: ignore[misc]
+
+
+def test_a_bare_list_of_steps_is_accepted() -> None:
+    assert parse_plan([step("a")], TOOLS).ids == ["a"]
+
+
+def test_to_dict_round_trips() -> None:
+    plan = parse_plan({"steps": [step("a"), step("b", deps=["a"])]}, TOOLS)
+    assert parse_plan(plan.to_dict(), TOOLS) == plan
+    assert plan.to_dict()["steps"][1]["depends_on"] == ["a"]
+
+
+def test_duplicate_ids_are_named() -> None:
+    assert problems_of({"steps": [step("a"), step("a")]}) == ["step id 'a' is used more than once"]
+
+
+def test_unknown_dependency_is_named() -> None:
+    assert problems_of({"steps": [step("a", deps=["ghost"])]}) == [
+        "step 'a' depends on unknown step 'ghost'"
+    ]
+
+
+def test_self_dependency_is_named() -> None:
+    assert problems_of({"steps": [step("a", deps=["a"])]}) == ["step 'a' depends on itself"]
+
+
+def test_a_cycle_is_reported_with_its_path() -> None:
+    data = {
+        "steps": [step("a", deps=["c"]), step("b", deps=["a"]), step("c", deps=["b"]), step("d")]
+    }
+    [problem] = problems_of(data)
+    assert "cycle" in problem
+    path = problem.split(": ", 1)[1].split(" (")[0].split(" -> ")
+    assert path[0] == path[-1]
+    assert set(path) == {"a", "b", "c"}
+
+
+def test_unknown_tool_names_the_tools_that_exist() -> None:
+    [problem] = problems_of({"steps": [step("a", tool="painter")]})
+    assert "'painter'" in problem
+    for name in TOOLS:
+        assert name in problem
+
+
+def test_empty_plan_is_invalid() -> None:
+    assert problems_of({"steps": []}) == ["the plan has no steps"]
+
+
+def test_too_many_steps() -> None:
+    problems = problems_of({"steps": [step(f"s{i}") for i in range(4)]}, max_steps=3)
+    assert problems == ["the plan has 4 steps, more than the limit of 3"]
+
+
+def test_a_malformed_step_is_reported_by_position() -> None:
+    problems = problems_of({"steps": [step("a"), {"step_id": "b", "tool": "translator"}]})
+    assert len(problems) == 1
+    assert problems[0].startswith("step #2 is malformed") and "description" in problems[0]
+
+
+@pytest.mark.parametrize("data", [None, "steps", 3, {"plan": []}])
+def test_not_a_plan_object(data: Any) -> None:
+    assert problems_of(data) == ['the plan must be a JSON object with a "steps" list']
+
+
+def test_steps_must_be_a_list() -> None:
+    assert problems_of({"steps": {"a": 1}}) == ['"steps" must be a list, got dict']
+
+
+def test_every_problem_is_collected_at_once() -> None:
+    data = {"steps": [step("a", tool="nope"), step("a", deps=["x"])]}
+    assert len(problems_of(data)) == 3
+
+
+def test_blank_ids_and_whitespace_are_handled() -> None:
+    assert parse_plan([step(" a "), step("b", deps=[" a", "a"])], TOOLS).step("b").depends_on == (
+        "a",
+    )
+    assert problems_of([step("   ")])[0].startswith("step #1 is malformed")
+
+
+def test_extra_fields_from_the_model_are_ignored() -> None:
+    plan = parse_plan([step("a", reasoning="because")], TOOLS)
+    assert plan.ids == ["a"]
+
+
+def test_tools_unchecked_when_no_registry_is_given() -> None:
+    assert parse_plan([step("a", tool="anything")]).ids == ["a"]
+
+
+def test_group_warnings_flag_a_group_that_contradicts_dependencies() -> None:
+    plan = parse_plan([step("a", parallel_group=1), step("b", deps=["a"], parallel_group=1)], TOOLS)
+    [warning] = group_warnings(plan)
+    assert "'b'" in warning and "'a'" in warning
+
+
+def test_groups_without_contradictions_give_no_warning() -> None:
+    plan = parse_plan(
+        [step("a", parallel_group=1), step("b", parallel_group=1), step("c", deps=["a", "b"])],
+        TOOLS,
+    )
+    assert group_warnings(plan) == []
+
+
+def test_schema_constrains_tool_names() -> None:
+    schema = plan_json_schema(TOOLS)
+    tool = schema["properties"]["steps"]["items"]["properties"]["tool"]
+    assert tool["enum"] == sorted(TOOLS)
+    assert "enum" not in plan_json_schema()["properties"]["steps"]["items"]["properties"]["tool"]
+
+
+def test_plan_is_a_plain_pydantic_model() -> None:
+    assert Plan.model_validate({"steps": [step("a")]}).ids == ["a"]

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from overseer.chat import ChatRequest
+from overseer.config import PlannerSettings, load_settings
+from overseer.errors import PlanError
+from overseer.plan import parse_plan
+from overseer.planner import Planner, format_examples, load_examples
+from overseer.tools import build_registry
+from overseer.usage import Usage
+from tests.fakes import ScriptedChat, plan_json, reply
+
+TOOLS = ["content_generator", "translator", "summarizer", "general"]
+GOOD = plan_json(
+    ("step1", "Write a joke", "content_generator", []),
+    ("step2", "Translate it to French", "translator", ["step1"]),
+)
+
+
+def make(chat: ScriptedChat, **settings: int) -> Planner:
+    return Planner(
+        chat=chat,
+        tool_names=TOOLS,
+        tool_lines="\n".join(f"- {t}: does {t}" for t in TOOLS),
+        settings=PlannerSettings(**settings),
+        model="planner-model",
+    )
+
+
+def test_a_valid_plan_on_the_first_try() -> None:
+    chat = ScriptedChat(GOOD)
+    result = make(chat).plan("write a joke in French")
+    assert result.plan.ids == ["step1", "step2"]
+    assert result.attempts == 1
+    assert result.usage == Usage(10, 5)
+    [request] = chat.requests
+    assert request.model == "planner-model"
+    assert request.schema is not None and request.schema_name == "plan"
+    system, user = request.messages
+    assert "- translator: does translator" in system["content"]
+    assert "write a joke in French" in user["content"]
+
+
+def test_the_tool_list_is_a_schema_enum() -> None:
+    chat = ScriptedChat(GOOD)
+    make(chat).plan("x")
+    schema = chat.requests[0].schema
+    assert schema is not None
+    assert schema["properties"]["steps"]["items"]["properties"]["tool"]["enum"] == sorted(TOOLS)
+
+
+def test_an_invalid_plan_goes_back_with_its_errors_and_the_repair_is_used() -> None:
+    bad = plan_json(("step1", "Write", "painter", []), ("step2", "Go", "translator", ["step9"]))
+    chat = ScriptedChat(bad, GOOD)
+    seen: list[tuple[int, list[str]]] = []
+    planner = make(chat)
+    planner.on_reject = lambda n, p: seen.append((n, p))
+    result = planner.plan("x")
+    assert result.attempts == 2
+    assert result.usage == Usage(20, 10)
+    repair = chat.requests[1].messages
+    assert repair[-2] == {"role": "assistant", "content": bad}
+    assert "'painter'" in repair[-1]["content"] and "'step9'" in repair[-1]["content"]
+    assert seen[0][0] == 1 and len(seen[0][1]) == 2
+
+
+def test_gives_up_after_max_repairs_with_what_was_wrong() -> None:
+    cyclic = plan_json(("a", "A", "general", ["b"]), ("b", "B", "general", ["a"]))
+    chat = ScriptedChat("no plan here", "{broken", cyclic)
+    with pytest.raises(PlanError) as info:
+        make(chat, max_repairs=2).plan("x")
+    assert len(chat.requests) == 3
+    assert "no valid plan after 3 attempts" in str(info.value)
+    assert "cycle" in str(info.value)
+    assert info.value.exit_code == 3
+
+
+def test_zero_repairs_means_one_attempt() -> None:
+    chat = ScriptedChat("nonsense")
+    with pytest.raises(PlanError, match="not JSON"):
+        make(chat, max_repairs=0).plan("x")
+    assert len(chat.requests) == 1
+
+
+def test_a_reply_cut_off_by_the_token_limit_is_an_invalid_plan() -> None:
+    chat = ScriptedChat(reply('{"steps": [{"step_id": "a"', finish_reason="length"), GOOD)
+    result = make(chat).plan("x")
+    assert result.attempts == 2
+    assert "cut off" in chat.requests[1].messages[-1]["content"]
+
+
+def test_a_plan_in_a_fenced_block_with_prose_is_accepted() -> None:
+    chat = ScriptedChat(f"Sure! Here is the plan:\n```json\n{GOOD}\n```\nEnjoy.")
+    assert make(chat).plan("x").plan.ids == ["step1", "step2"]
+
+
+def test_too_many_steps_is_repaired() -> None:
+    many = plan_json(*[(f"s{i}", "W", "general", []) for i in range(5)])
+    chat = ScriptedChat(many, GOOD)
+    result = make(chat, max_steps=3).plan("x")
+    assert result.attempts == 2
+    assert "more than the limit of 3" in chat.requests[1].messages[-1]["content"]
+
+
+def test_group_contradictions_are_warned_not_fatal() -> None:
+    data = json.loads(GOOD)
+    for s in data["steps"]:
+        s["parallel_group"] = 1
+    result = make(ScriptedChat(json.dumps(data))).plan("x")
+    assert len(result.warnings) == 1
+
+
+def test_conversation_context_reaches_the_planner() -> None:
+    chat = ScriptedChat(GOOD)
+    make(chat).plan("now in German", context="Earlier: a joke about cats")
+    assert "Earlier: a joke about cats" in chat.requests[0].messages[1]["content"]
+
+
+def test_every_shipped_few_shot_plan_is_valid_against_the_default_registry() -> None:
+    names = build_registry(load_settings(), chat=ScriptedChat()).names()
+    examples = load_examples()
+    assert examples
+    for example in examples:
+        parse_plan(example["plan"], names)
+        assert example["request"].strip()
+    assert format_examples(names).count("Request:") == len(examples)
+
+
+def test_examples_using_missing_tools_are_left_out() -> None:
+    assert format_examples(["general"]) == "(none)"
+
+
+def test_the_planner_request_is_a_chat_request() -> None:
+    chat = ScriptedChat(GOOD)
+    make(chat).plan("x")
+    assert isinstance(chat.requests[0], ChatRequest)
+    assert chat.requests[0].temperature == 0.0

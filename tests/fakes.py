@@ -83,11 +83,11 @@ class RuleChat:
             if is_plan_request(request):
                 if not self.plans:
                     raise AssertionError("no more scripted plans")
-                result: Answer = self.plans.pop(0)
-            elif is_answer_request(request):
-                result = self.answer
+                result: Answer | None = self.plans.pop(0)
             else:
-                result = self.step(request)
+                result = self.answer if is_answer_request(request) else None
+        if result is None:
+            result = self.step(request)  # outside the lock: steps must be free to overlap
         if isinstance(result, Exception):
             raise result
         return result if isinstance(result, ChatReply) else reply(result)

@@ -1,0 +1,202 @@
+"""Live progress on stderr: the only core module that imports ``rich``.
+
+It subscribes to events and decides nothing. On a terminal (and without ``NO_COLOR``) it draws the
+plan as a tree of dependencies that updates in place; otherwise it writes one plain line per event.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+from typing import IO, Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+from rich.tree import Tree
+
+from overseer.events import (
+    Event,
+    PlanReady,
+    PlanRejected,
+    RunFinished,
+    StepCancelled,
+    StepFailed,
+    StepFinished,
+    StepRetrying,
+    StepSkipped,
+    StepStarted,
+)
+
+__all__ = ["Display", "closing_line", "use_rich"]
+
+_MARKS = {
+    "pending": ("·", "dim"),
+    "running": ("▶", "cyan"),
+    "succeeded": ("✓", "green"),
+    "failed": ("✗", "red"),
+    "skipped": ("↷", "yellow"),
+    "cancelled": ("■", "yellow"),
+}
+
+
+def use_rich(stream: IO[str]) -> bool:
+    """Live drawing only on a real terminal, and never when ``NO_COLOR`` is set."""
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+@dataclass
+class _StepView:
+    step_id: str
+    description: str
+    tool: str
+    depends_on: tuple[str, ...]
+    status: str = "pending"
+    started: float | None = None
+    seconds: float | None = None
+    note: str = ""
+
+
+class Display:
+    """Subscribe ``display.handle`` to a bus; use as a context manager around the run."""
+
+    def __init__(self, stream: IO[str] | None = None, live: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.live_mode = use_rich(self.stream) if live is None else live
+        self.console = Console(file=self.stream, no_color=not self.live_mode, highlight=False)
+        self.steps: dict[str, _StepView] = {}
+        self._lock = threading.Lock()
+        self._live: Live | None = None
+
+    def __enter__(self) -> Display:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._live is not None:
+                self._live.update(self._tree(), refresh=True)
+                self._live.stop()
+                self._live = None
+
+    def handle(self, event: Event) -> None:
+        with self._lock:
+            self._apply(event)
+            line = _plain_line(event, self.steps)
+            if self._live is not None:
+                self._live.update(self._tree(), refresh=True)
+            elif isinstance(event, PlanReady) and self.live_mode:
+                self._start_live()
+            elif line and not self.live_mode:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            if isinstance(event, RunFinished | PlanRejected) and self.live_mode and line:
+                self.console.print(Text(line, style="dim"))
+
+    def _start_live(self) -> None:
+        self._live = Live(self._tree(), console=self.console, auto_refresh=False, transient=False)
+        self._live.start()
+
+    def _apply(self, event: Event) -> None:
+        if isinstance(event, PlanReady):
+            for step in event.plan.steps:
+                self.steps[step.step_id] = _StepView(
+                    step.step_id, step.description, step.tool, tuple(step.depends_on)
+                )
+            return
+        view = self.steps.get(getattr(event, "step_id", None) or "")
+        if view is not None:
+            _update_view(view, event)
+
+    def _tree(self) -> Tree:
+        root = Tree(Text("plan", style="bold"))
+        nodes: dict[str, Tree] = {}
+        for view in self.steps.values():
+            parent = nodes.get(view.depends_on[0]) if view.depends_on else None
+            nodes[view.step_id] = (parent or root).add(_label(view))
+        return root
+
+
+def _update_view(view: _StepView, event: Event) -> None:
+    if isinstance(event, StepStarted):
+        view.status, view.started = "running", event.t
+    elif isinstance(event, StepFinished):
+        view.status, view.seconds = "succeeded", event.duration
+    elif isinstance(event, StepFailed):
+        view.status, view.seconds, view.note = "failed", event.duration, event.error
+    elif isinstance(event, StepSkipped | StepCancelled):
+        view.status, view.note = _status_of(event), event.reason
+    elif isinstance(event, StepRetrying):
+        view.note = f"retry {event.attempt}: {event.error}"
+
+
+def _status_of(event: Event) -> str:
+    return "skipped" if isinstance(event, StepSkipped) else "cancelled"
+
+
+def _label(view: _StepView) -> Text:
+    mark, style = _MARKS[view.status]
+    text = Text(f"{mark} ", style=style)
+    text.append(f"{view.step_id}", style="bold")
+    text.append(f" [{view.tool}] {view.description}")
+    if len(view.depends_on) > 1:
+        text.append(f"  (needs {', '.join(view.depends_on)})", style="dim")
+    if view.seconds is not None:
+        text.append(f"  {view.seconds:.2f}s", style=style)
+    elif view.status != "pending":
+        text.append(f"  {view.status}", style=style)
+    if view.note and view.status in ("failed", "skipped", "cancelled"):
+        text.append(f"  {view.note}", style=style)
+    return text
+
+
+def _plain_line(event: Event, steps: dict[str, _StepView]) -> str:
+    stamp = f"[{event.t:7.2f}s]"
+    if isinstance(event, PlanReady):
+        lines = [f"{stamp} plan: {len(event.plan.steps)} steps"]
+        lines += [f"  {_plain_step(s)}" for s in event.plan.steps]
+        lines += [f"  warning: {w}" for w in event.warnings]
+        return "\n".join(lines)
+    return _event_line(event, stamp)
+
+
+def _plain_step(step: Any) -> str:
+    needs = f" after {', '.join(step.depends_on)}" if step.depends_on else ""
+    return f"{step.step_id} [{step.tool}] {step.description}{needs}"
+
+
+def _event_line(event: Event, stamp: str) -> str:
+    if isinstance(event, PlanRejected):
+        return f"{stamp} plan attempt {event.attempt} rejected: {'; '.join(event.problems)}"
+    if isinstance(event, StepStarted):
+        return f"{stamp} {event.step_id} started"
+    if isinstance(event, StepFinished):
+        return f"{stamp} {event.step_id} done in {event.duration:.2f}s"
+    if isinstance(event, StepFailed):
+        return f"{stamp} {event.step_id} FAILED after {event.duration:.2f}s: {event.error}"
+    if isinstance(event, StepRetrying):
+        return f"{stamp} {event.step_id} retrying (attempt {event.attempt}): {event.error}"
+    if isinstance(event, StepSkipped | StepCancelled):
+        return f"{stamp} {event.step_id} {_status_of(event)}: {event.reason}"
+    if isinstance(event, RunFinished):
+        return closing_line(event)
+    return ""
+
+
+def closing_line(event: RunFinished) -> str:
+    """Wall time, sum of step times, critical path and tokens, in one line."""
+    report = event.extra.get("report")
+    if report is None:
+        return f"run {event.status}"
+    t, u = report.timing, report.usage
+    why = f" ({event.reason})" if event.reason else ""
+    return (
+        f"run {event.status}{why} in {t.wall_s:.2f}s · steps {t.steps_sum_s:.2f}s in all · "
+        f"critical path {t.critical_path_s:.2f}s · plan {t.plan_s:.2f}s · "
+        f"{u.total_tokens} tokens ({u.prompt_tokens} in, {u.completion_tokens} out)"
+    )

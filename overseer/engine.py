@@ -1,0 +1,303 @@
+"""The library entry point: plan a request, run it, compose the answer.
+
+``Overseer`` wires the planner, the tool registry and the executor together and emits every event
+on one bus, which the display, the journal and library users all subscribe to.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from overseer.chat import ChatClient, ChatRequest
+from overseer.config import Settings, load_settings
+from overseer.errors import BackendError, ConfigError, PermanentBackendError, PlanError
+from overseer.events import (
+    Event,
+    EventBus,
+    PlanReady,
+    PlanRejected,
+    RunFinished,
+    RunStarted,
+    UsageRecorded,
+)
+from overseer.executor import Executor
+from overseer.plan import Plan, Step
+from overseer.planner import Planner, PlanResult
+from overseer.report import RunReport, Timing
+from overseer.results import RunOutcome, StepRecord
+from overseer.scheduler import critical_path
+from overseer.templates import render
+from overseer.toolbase import CallContext, ToolResult
+from overseer.tools import ToolFactory, ToolRegistry, build_registry
+from overseer.usage import Usage
+
+__all__ = ["Overseer", "make_chat"]
+
+
+def make_chat(settings: Settings) -> ChatClient:
+    """The openai-backed client the settings describe; the key comes from the environment."""
+    import os
+
+    from overseer.llm import OpenAIChat, RetryPolicy
+
+    backend = settings.backend
+    retry = backend.retry
+    api_key = os.environ.get(backend.api_key_env) or None
+    if backend.base_url is None and api_key is None:
+        raise ConfigError(
+            f"no LLM backend: set {backend.api_key_env} to use OpenAI, or point overseer at any "
+            "OpenAI-compatible server with --base-url URL or OPENAI_BASE_URL"
+        )
+    return OpenAIChat(
+        base_url=backend.base_url,
+        api_key=api_key,
+        model=backend.model,
+        structured_output=backend.structured_output,
+        request_timeout=backend.request_timeout,
+        retry=RetryPolicy(retry.max_attempts, retry.initial_wait, retry.max_wait, retry.jitter),
+        stream=backend.stream,
+    )
+
+
+class Overseer:
+    """Plan and run requests. Every argument is optional; tests pass a scripted ``chat``."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        chat: ChatClient | None = None,
+        registry: ToolRegistry | None = None,
+        bus: EventBus | None = None,
+        tool_factories: Mapping[str, ToolFactory] | None = None,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.chat = chat if chat is not None else make_chat(self.settings)
+        self.registry = registry or build_registry(self.settings, self.chat, tool_factories)
+        self.bus = bus or EventBus()
+
+    def subscribe(self, subscriber: Callable[[Event], None]) -> Callable[[], None]:
+        """Receive every event of every run; returns a function that unsubscribes."""
+        return self.bus.subscribe(subscriber)
+
+    def plan(self, request: str, context: str = "", t0: float | None = None) -> PlanResult:
+        """A validated plan for ``request`` (raises ``PlanError`` when none could be had)."""
+        start = time.monotonic() if t0 is None else t0
+        planner = Planner(
+            chat=self.chat,
+            tool_names=self.registry.names(),
+            tool_lines=self.registry.describe(),
+            settings=self.settings.planner,
+            model=self.settings.backend.effective_planner_model,
+            on_usage=lambda u, m: self._usage(start, u, None, "plan", m),
+            on_reject=lambda n, p: self.bus.emit(PlanRejected(_since(start), n, tuple(p))),
+        )
+        try:
+            result = planner.plan(request, context)
+        except BackendError as exc:
+            if isinstance(exc, PermanentBackendError) and exc.is_configuration:
+                raise
+            raise PlanError(f"no plan could be obtained: {exc}") from None
+        self.bus.emit(PlanReady(_since(start), result.plan, result.warnings))
+        return result
+
+    def run(
+        self,
+        request: str,
+        *,
+        context: str = "",
+        plan: Plan | None = None,
+        run_id: str | None = None,
+        prior: Mapping[str, StepRecord] | None = None,
+    ) -> RunReport:
+        """Plan (unless ``plan`` is given), run every step, and compose the answer."""
+        run = _Run(self, request, run_id or new_run_id())
+        return run.execute(context, plan, prior)
+
+    def _usage(
+        self, t0: float, usage: Usage, step_id: str | None, purpose: str, model: str
+    ) -> None:
+        self.bus.emit(UsageRecorded(_since(t0), usage, step_id, purpose, model))
+
+
+class _Run:
+    """One request from start to finish."""
+
+    def __init__(self, owner: Overseer, request: str, run_id: str) -> None:
+        self.owner = owner
+        self.request = request
+        self.run_id = run_id
+        self.t0 = time.monotonic()
+        self.descriptions: dict[str, str] = {}
+        self.extra_usage = Usage()
+        self.warnings: list[str] = []
+
+    def execute(
+        self, context: str, plan: Plan | None, prior: Mapping[str, StepRecord] | None
+    ) -> RunReport:
+        owner = self.owner
+        owner.bus.emit(RunStarted(0.0, self.run_id, self.request))
+        executor = self._executor()
+        executor.warm()
+        warnings: tuple[str, ...] = ()
+        if plan is None:
+            result = owner.plan(self.request, context, self.t0)
+            plan, warnings = result.plan, result.warnings
+            self.extra_usage += result.usage
+            executor.add_usage(result.usage)
+        else:
+            owner.bus.emit(PlanReady(_since(self.t0), plan, ()))
+        plan_s = _since(self.t0)
+        self.descriptions = {s.step_id: s.description for s in plan.steps}
+        outcome = _run_interruptibly(executor, plan, prior)
+        answer = self._answer(plan, outcome)
+        return self._report(plan, outcome, answer, plan_s, warnings)
+
+    def _executor(self) -> Executor:
+        run = self.owner.settings.run
+        return Executor(
+            self._run_step,
+            bus=self.owner.bus,
+            max_workers=run.max_workers,
+            tool_caps=self.owner.registry.caps(),
+            step_timeout=run.step_timeout,
+            on_error=run.on_error,
+            max_tokens=run.max_tokens,
+            step_retries=run.step_retries,
+            t0=self.t0,
+        )
+
+    def _run_step(self, step: Step, inputs: Mapping[str, str], ctx: CallContext) -> ToolResult:
+        tool = self.owner.registry.get(step.tool)
+        ctx.task = step.description
+        ctx.inputs = dict(inputs)
+        return tool.run(self.step_prompt(step, inputs), {}, ctx)
+
+    def step_prompt(self, step: Step, inputs: Mapping[str, str]) -> str:
+        blocks = "".join(
+            render(
+                "step_input.md",
+                step_id=dep,
+                step_description=self.descriptions.get(dep, dep),
+                output=inputs[dep],
+            )
+            for dep in step.depends_on
+            if dep in inputs
+        )
+        return render("step_user.md", description=step.description, inputs=blocks)
+
+    def _answer(self, plan: Plan, outcome: RunOutcome) -> str:
+        settings = self.owner.settings
+        if not (settings.run.synthesize and outcome.ok):
+            return listing(plan, outcome)
+        budget = settings.run.max_tokens
+        if budget is not None and (outcome.usage + self.extra_usage).total_tokens >= budget:
+            return listing(plan, outcome)
+        try:
+            return self._synthesize(plan, outcome)
+        except BackendError as exc:
+            self.warnings.append(
+                f"the final answer could not be composed ({exc}); step outputs follow"
+            )
+            return listing(plan, outcome)
+
+    def _synthesize(self, plan: Plan, outcome: RunOutcome) -> str:
+        results = "\n\n".join(
+            f"[{s.step_id}] {s.description}\n{outcome.steps[s.step_id].output or ''}"
+            for s in plan.steps
+        )
+        reply = self.owner.chat.complete(
+            ChatRequest(
+                messages=[
+                    {"role": "system", "content": render("synthesize_system.md")},
+                    {
+                        "role": "user",
+                        "content": render(
+                            "synthesize_user.md", request=self.request, results=results
+                        ),
+                    },
+                ],
+                model=self.owner.settings.backend.effective_planner_model,
+            )
+        )
+        self.extra_usage += reply.usage
+        self.owner._usage(self.t0, reply.usage, None, "answer", reply.model)
+        return reply.text.strip()
+
+    def _report(
+        self,
+        plan: Plan,
+        outcome: RunOutcome,
+        answer: str,
+        plan_s: float,
+        warnings: tuple[str, ...],
+    ) -> RunReport:
+        durations = {i: r.duration for i, r in outcome.steps.items() if r.status == "succeeded"}
+        timing = Timing(
+            wall_s=_since(self.t0),
+            plan_s=plan_s,
+            steps_sum_s=sum(r.duration for r in outcome.steps.values()),
+            critical_path_s=critical_path(plan.steps, durations)[0],
+        )
+        report = RunReport(
+            run_id=self.run_id,
+            request=self.request,
+            plan=plan,
+            outcome=outcome,
+            answer=answer,
+            usage=outcome.usage + self.extra_usage,
+            timing=timing,
+            warnings=(*warnings, *self.warnings),
+        )
+        extra: dict[str, Any] = {"report": report}
+        self.owner.bus.emit(RunFinished(timing.wall_s, report.status, outcome.reason, extra))
+        return report
+
+
+def listing(plan: Plan, outcome: RunOutcome) -> str:
+    """Each succeeded step's output under its description (``--no-synthesize``)."""
+    parts = []
+    for step in plan.steps:
+        record = outcome.steps.get(step.step_id)
+        if record is not None and record.status == "succeeded":
+            parts.append(f"## {step.description}\n\n{(record.output or '').strip()}")
+    return "\n\n".join(parts)
+
+
+def _run_interruptibly(
+    executor: Executor, plan: Plan, prior: Mapping[str, StepRecord] | None
+) -> RunOutcome:
+    """Run in a helper thread so Ctrl-C in the main thread cancels the run cleanly."""
+    box: list[RunOutcome] = []
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box.append(executor.run(plan, prior))
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="overseer-run", daemon=True).start()
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        executor.cancel("interrupted by the user")
+        done.wait()
+    if failure:
+        raise failure[0]
+    return box[0]
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _since(t0: float) -> float:
+    return time.monotonic() - t0

@@ -79,24 +79,32 @@ class Display:
 
     def stop(self) -> None:
         with self._lock:
-            if self._live is not None:
-                self._live.update(self._tree(), refresh=True)
-                self._live.stop()
-                self._live = None
+            self._stop_live()
+
+    def _stop_live(self) -> None:
+        if self._live is not None:
+            self._live.update(self._tree(), refresh=True)
+            self._live.stop()
+            self._live = None
 
     def handle(self, event: Event) -> None:
         with self._lock:
             self._apply(event)
             line = _plain_line(event, self.steps)
-            if self._live is not None:
-                self._live.update(self._tree(), refresh=True)
-            elif isinstance(event, PlanReady) and self.live_mode:
+            if not self.live_mode:
+                self._write(line)
+            elif isinstance(event, PlanReady):
                 self._start_live()
-            elif line and not self.live_mode:
-                self.stream.write(line + "\n")
-                self.stream.flush()
-            if isinstance(event, RunFinished | PlanRejected) and self.live_mode and line:
+            elif self._live is not None:
+                self._live.update(self._tree(), refresh=True)
+            if self.live_mode and isinstance(event, RunFinished | PlanRejected):
+                self._stop_live()
                 self.console.print(Text(line, style="dim"))
+
+    def _write(self, line: str) -> None:
+        if line:
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
     def _start_live(self) -> None:
         self._live = Live(self._tree(), console=self.console, auto_refresh=False, transient=False)

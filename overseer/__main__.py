@@ -1,0 +1,5 @@
+"""``python -m overseer`` is the ``overseer`` command."""
+
+from overseer.cli import entry
+
+entry()

@@ -1,0 +1,64 @@
+"""Run the real ``overseer`` command in a subprocess against a fake server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tests.fake_openai import FakeReply
+
+PLAN_SYSTEM_MARK = "You are the planner"
+ANSWER_SYSTEM_MARK = "final answer"
+
+
+def role_of(body: Mapping[str, Any]) -> str:
+    """'plan', 'answer' or 'step', from the system prompt of a chat request."""
+    system = body["messages"][0]["content"]
+    if system.startswith(PLAN_SYSTEM_MARK):
+        return "plan"
+    return "answer" if ANSWER_SYSTEM_MARK in system else "step"
+
+
+def user_text(body: Mapping[str, Any]) -> str:
+    return str(body["messages"][-1]["content"])
+
+
+def responder(
+    plans: list[str], step: Callable[[dict[str, Any]], FakeReply | str] | None = None
+) -> Callable[[dict[str, Any]], FakeReply | str]:
+    """Plans in order for planner requests; ``step`` for steps; a fixed final answer."""
+    queue = list(plans)
+
+    def respond(body: dict[str, Any]) -> FakeReply | str:
+        kind = role_of(body)
+        if kind == "plan":
+            return queue.pop(0) if queue else FakeReply(status=500, content="no more plans")
+        if kind == "answer":
+            return "THE ANSWER"
+        return step(body) if step else "did: " + user_text(body).splitlines()[0]
+
+    return respond
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OVERSEER_C"))}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "overseer", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def json_out(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data

@@ -122,12 +122,29 @@ class Display:
             _update_view(view, event)
 
     def _tree(self) -> Tree:
+        """Each step under its deepest dependency; its other needs are named on its line."""
         root = Tree(Text("plan", style="bold"))
         nodes: dict[str, Tree] = {}
-        for view in self.steps.values():
-            parent = nodes.get(view.depends_on[0]) if view.depends_on else None
-            nodes[view.step_id] = (parent or root).add(_label(view))
+        depth = _depths(self.steps)
+        for view in sorted(self.steps.values(), key=lambda v: depth[v.step_id]):
+            deps = [d for d in view.depends_on if d in nodes]
+            parent = nodes[max(deps, key=lambda d: depth[d])] if deps else root
+            nodes[view.step_id] = parent.add(_label(view))
         return root
+
+
+def _depths(steps: dict[str, _StepView]) -> dict[str, int]:
+    depth: dict[str, int] = {}
+
+    def visit(step_id: str, seen: frozenset[str]) -> int:
+        if step_id not in depth:
+            deps = [d for d in steps[step_id].depends_on if d in steps and d not in seen]
+            depth[step_id] = 1 + max((visit(d, seen | {step_id}) for d in deps), default=0)
+        return depth[step_id]
+
+    for step_id in steps:
+        visit(step_id, frozenset())
+    return depth
 
 
 def _update_view(view: _StepView, event: Event) -> None:

@@ -156,8 +156,21 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
+def _chat_parser() -> argparse.ArgumentParser:
+    from overseer.repl import chat_parser
+
+    return chat_parser()
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from overseer.repl import run_chat
+
+    return run_chat(args)
+
+
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Handler]] = {
     "plan": (_plan_parser, _cmd_plan),
+    "chat": (_chat_parser, _cmd_chat),
 }
 
 

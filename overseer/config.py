@@ -21,6 +21,7 @@ from overseer.resources import default_config_path
 
 __all__ = [
     "BackendSettings",
+    "ChatSettings",
     "PlannerSettings",
     "RetrySettings",
     "RunSettings",
@@ -97,10 +98,15 @@ class ToolSpec(_Frozen):
         return self
 
 
+class ChatSettings(_Frozen):
+    context_tokens: int = Field(2000, ge=0)
+
+
 class Settings(_Frozen):
     backend: BackendSettings = BackendSettings()
     planner: PlannerSettings = PlannerSettings()
     run: RunSettings = RunSettings()
+    chat: ChatSettings = ChatSettings()
     tools: tuple[ToolSpec, ...] = ()
     source: str = "defaults"
 

@@ -145,7 +145,11 @@ class _Run:
         executor.warm()
         warnings: tuple[str, ...] = ()
         if plan is None:
-            result = owner.plan(self.request, context, self.t0)
+            try:
+                result = owner.plan(self.request, context, self.t0)
+            except BaseException:  # no plan (or Ctrl-C): let the warmed worker threads go
+                _release(executor)
+                raise
             plan, warnings = result.plan, result.warnings
             self.extra_usage += result.usage
             executor.add_usage(result.usage)
@@ -271,12 +275,19 @@ def listing(plan: Plan, outcome: RunOutcome) -> str:
 def _run_interruptibly(
     executor: Executor, plan: Plan, prior: Mapping[str, StepRecord] | None
 ) -> RunOutcome:
-    """Run in a helper thread so Ctrl-C in the main thread cancels the run cleanly."""
+    """Run in a helper thread so Ctrl-C in the main thread cancels the run cleanly.
+
+    Whoever takes ``claim`` first runs the executor: the helper thread, or the main thread when
+    Ctrl-C came while the helper was still starting (the run, cancelled already, ends at once).
+    """
     box: list[RunOutcome] = []
     failure: list[BaseException] = []
     done = threading.Event()
+    claim = threading.Lock()
 
     def target() -> None:
+        if not claim.acquire(blocking=False):
+            return  # the other thread runs it
         try:
             box.append(executor.run(plan, prior))
         except BaseException as exc:  # re-raised in the caller's thread
@@ -284,15 +295,22 @@ def _run_interruptibly(
         finally:
             done.set()
 
-    threading.Thread(target=target, name="overseer-run", daemon=True).start()
     try:
+        threading.Thread(target=target, name="overseer-run", daemon=True).start()
         done.wait()
     except KeyboardInterrupt:
         executor.cancel("interrupted by the user")
+        target()  # does nothing unless the helper never began
         done.wait()
     if failure:
         raise failure[0]
     return box[0]
+
+
+def _release(executor: Executor) -> None:
+    """Shut down an executor that will run no step: closing an empty plan ends its pool."""
+    executor.close()
+    executor.run()
 
 
 def new_run_id() -> str:

@@ -1,14 +1,16 @@
 """Small frozen event records, and the bus that hands them to subscribers.
 
 The core emits these; it never prints. The display, the journal and library users subscribe.
-``t`` is seconds since the run started (monotonic clock).
+``t`` is seconds since the run started (monotonic clock). ``run_id`` names the run an event
+belongs to (stamped by the engine through ``EventBus.for_run``), so subscribers can tell
+concurrent runs on one bus apart; it is empty for events outside a run (``Overseer.plan``).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from overseer.usage import Usage
@@ -16,8 +18,10 @@ from overseer.usage import Usage
 __all__ = [
     "Event",
     "EventBus",
+    "JournalProblem",
     "PlanReady",
     "PlanRejected",
+    "RunAborted",
     "RunFinished",
     "RunStarted",
     "StepCancelled",
@@ -34,11 +38,12 @@ __all__ = [
 @dataclass(frozen=True)
 class Event:
     t: float
+    run_id: str = field(default="", kw_only=True)
 
 
 @dataclass(frozen=True)
 class RunStarted(Event):
-    run_id: str
+    run_id: str = field()
     request: str
 
 
@@ -114,6 +119,23 @@ class RunFinished(Event):
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RunAborted(Event):
+    """The run raised instead of finishing (no plan, a configuration error, Ctrl-C while
+    planning): no ``RunFinished`` follows, the exception reaches the caller. ``status`` is
+    "failed" or "cancelled"."""
+
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class JournalProblem(Event):
+    """The run journal could not record this run (damaged, locked, unwritable); the run goes on."""
+
+    message: str
+
+
 Subscriber = Callable[[Event], None]
 
 
@@ -143,3 +165,22 @@ class EventBus:
                 subscriber(event)
             except Exception:
                 continue
+
+    def for_run(self, run_id: str) -> EventBus:
+        """A view of this bus that stamps ``run_id`` on every event emitted through it."""
+        return _RunView(self, run_id)
+
+
+class _RunView(EventBus):
+    """Emits into its parent bus with the run's id; subscribing subscribes to the parent."""
+
+    def __init__(self, parent: EventBus, run_id: str) -> None:
+        super().__init__()
+        self._parent = parent
+        self.run_id = run_id
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        return self._parent.subscribe(subscriber)
+
+    def emit(self, event: Event) -> None:
+        self._parent.emit(event if event.run_id else replace(event, run_id=self.run_id))

@@ -86,7 +86,12 @@ def _plan_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="overseer plan", description="Print the validated plan and stop.")
     parser.add_argument("request")
     add_common_flags(parser)
-    parser.add_argument("--format", choices=["json"], default="json")
+    parser.add_argument(
+        "--format",
+        choices=["json", "mermaid", "dot"],
+        default="json",
+        help="json (the default), or the dependency graph as Mermaid or Graphviz dot",
+    )
     return parser
 
 
@@ -112,12 +117,40 @@ def make_display(args: argparse.Namespace) -> Any:
     return None if args.quiet else Display(sys.stderr)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def make_engine(args: argparse.Namespace) -> Any:
+    """The engine the flags describe; it records into the run journal and, if the journal
+    cannot record a run, says so in one line on stderr."""
     from overseer.engine import Overseer
 
+    engine = Overseer(settings_from_args(args))
+    engine.subscribe(_warn_about_journal)
+    return engine
+
+
+def _warn_about_journal(event: Any) -> None:
+    from overseer.events import JournalProblem
+
+    if isinstance(event, JournalProblem):
+        _say(f"warning: {event.message}")
+
+
+def print_report(args: argparse.Namespace, report: Any, *, resumable: bool = False) -> int:
+    """Print a finished run as the one-shot command does; returns its exit code."""
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(report.answer)
+    if report.outcome.reason and not report.outcome.ok:
+        _say(f"run {report.status}: {report.outcome.reason}")
+    if resumable and not report.outcome.ok:
+        _say(f"to continue it: overseer resume {report.run_id}")
+    return int(report.exit_code)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     if not args.request.strip():
         raise UsageError("the request is empty; say what you want done")
-    engine = Overseer(settings_from_args(args))
+    engine = make_engine(args)
     display = make_display(args)
     if display is not None:
         engine.subscribe(display.handle)
@@ -126,13 +159,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         if display is not None:
             display.stop()
-    if args.json:
-        _print_json(report.to_json())
-    else:
-        print(report.answer)
-    if report.outcome.reason and not report.outcome.ok:
-        _say(f"run {report.status}: {report.outcome.reason}")
-    return report.exit_code
+    return print_report(args, report, resumable=engine.journal is not None)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -140,7 +167,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     engine = Overseer(settings_from_args(args))
     result = engine.plan(args.request)
-    _print_json(result.plan.to_dict())
+    if args.format == "json":
+        _print_json(result.plan.to_dict())
+    else:
+        from overseer.graph import render_graph
+
+        sys.stdout.write(render_graph(result.plan, args.format))
     for warning in result.warnings:
         _say(f"warning: {warning}")
     return 0
@@ -168,8 +200,34 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(args)
 
 
+def _runs_parser() -> argparse.ArgumentParser:
+    from overseer.cli_runs import runs_parser
+
+    return runs_parser()
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from overseer.cli_runs import cmd_runs
+
+    return cmd_runs(args)
+
+
+def _resume_parser() -> argparse.ArgumentParser:
+    from overseer.cli_runs import resume_parser
+
+    return resume_parser()
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from overseer.cli_runs import cmd_resume
+
+    return cmd_resume(args)
+
+
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Handler]] = {
     "plan": (_plan_parser, _cmd_plan),
+    "runs": (_runs_parser, _cmd_runs),
+    "resume": (_resume_parser, _cmd_resume),
     "chat": (_chat_parser, _cmd_chat),
 }
 

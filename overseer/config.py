@@ -108,6 +108,7 @@ class Settings(_Frozen):
     run: RunSettings = RunSettings()
     chat: ChatSettings = ChatSettings()
     tools: tuple[ToolSpec, ...] = ()
+    journal: bool = True
     source: str = "defaults"
 
     @property

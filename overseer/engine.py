@@ -20,6 +20,7 @@ from overseer.events import (
     EventBus,
     PlanReady,
     PlanRejected,
+    RunAborted,
     RunFinished,
     RunStarted,
     UsageRecorded,
@@ -30,6 +31,7 @@ from overseer.planner import Planner, PlanResult
 from overseer.report import RunReport, Timing
 from overseer.results import RunOutcome, StepRecord
 from overseer.scheduler import critical_path
+from overseer.store import Journal, journal_for
 from overseer.templates import render
 from overseer.toolbase import CallContext, ToolResult
 from overseer.tools import ToolFactory, ToolRegistry, build_registry
@@ -74,11 +76,15 @@ class Overseer:
         registry: ToolRegistry | None = None,
         bus: EventBus | None = None,
         tool_factories: Mapping[str, ToolFactory] | None = None,
+        journal: Journal | bool | None = True,
     ) -> None:
         self.settings = settings or load_settings()
         self.chat = chat if chat is not None else make_chat(self.settings)
         self.registry = registry or build_registry(self.settings, self.chat, tool_factories)
         self.bus = bus or EventBus()
+        self.journal = journal_for(journal, self.settings.journal)
+        if self.journal is not None:  # every run is recorded unless journal=False
+            self.journal.attach(self.bus)
 
     def subscribe(self, subscriber: Callable[[Event], None]) -> Callable[[], None]:
         """Receive every event of every run; returns a function that unsubscribes."""
@@ -86,6 +92,9 @@ class Overseer:
 
     def plan(self, request: str, context: str = "", t0: float | None = None) -> PlanResult:
         """A validated plan for ``request`` (raises ``PlanError`` when none could be had)."""
+        return self._plan(request, context, t0, self.bus)
+
+    def _plan(self, request: str, context: str, t0: float | None, bus: EventBus) -> PlanResult:
         start = time.monotonic() if t0 is None else t0
         planner = Planner(
             chat=self.chat,
@@ -93,8 +102,8 @@ class Overseer:
             tool_lines=self.registry.describe(),
             settings=self.settings.planner,
             model=self.settings.backend.effective_planner_model,
-            on_usage=lambda u, m: self._usage(start, u, None, "plan", m),
-            on_reject=lambda n, p: self.bus.emit(PlanRejected(_since(start), n, tuple(p))),
+            on_usage=lambda u, m: bus.emit(UsageRecorded(_since(start), u, None, "plan", m)),
+            on_reject=lambda n, p: bus.emit(PlanRejected(_since(start), n, tuple(p))),
         )
         try:
             result = planner.plan(request, context)
@@ -102,7 +111,7 @@ class Overseer:
             if isinstance(exc, PermanentBackendError) and exc.is_configuration:
                 raise
             raise PlanError(f"no plan could be obtained: {exc}") from None
-        self.bus.emit(PlanReady(_since(start), result.plan, result.warnings))
+        bus.emit(PlanReady(_since(start), result.plan, result.warnings))
         return result
 
     def run(
@@ -118,11 +127,6 @@ class Overseer:
         run = _Run(self, request, run_id or new_run_id())
         return run.execute(context, plan, prior)
 
-    def _usage(
-        self, t0: float, usage: Usage, step_id: str | None, purpose: str, model: str
-    ) -> None:
-        self.bus.emit(UsageRecorded(_since(t0), usage, step_id, purpose, model))
-
 
 class _Run:
     """One request from start to finish."""
@@ -131,6 +135,7 @@ class _Run:
         self.owner = owner
         self.request = request
         self.run_id = run_id
+        self.bus = owner.bus.for_run(run_id)  # every event of this run carries its id
         self.t0 = time.monotonic()
         self.descriptions: dict[str, str] = {}
         self.extra_usage = Usage()
@@ -139,14 +144,24 @@ class _Run:
     def execute(
         self, context: str, plan: Plan | None, prior: Mapping[str, StepRecord] | None
     ) -> RunReport:
+        """Run to the end; a run that raises instead ends with a ``RunAborted`` event."""
+        try:
+            return self._execute(context, plan, prior)
+        except BaseException as exc:
+            self.bus.emit(RunAborted(_since(self.t0), *_abort_status(exc)))
+            raise
+
+    def _execute(
+        self, context: str, plan: Plan | None, prior: Mapping[str, StepRecord] | None
+    ) -> RunReport:
         owner = self.owner
-        owner.bus.emit(RunStarted(0.0, self.run_id, self.request))
+        self.bus.emit(RunStarted(0.0, self.run_id, self.request))
         executor = self._executor()
         executor.warm()
         warnings: tuple[str, ...] = ()
         if plan is None:
             try:
-                result = owner.plan(self.request, context, self.t0)
+                result = owner._plan(self.request, context, self.t0, self.bus)
             except BaseException:  # no plan (or Ctrl-C): let the warmed worker threads go
                 _release(executor)
                 raise
@@ -154,7 +169,7 @@ class _Run:
             self.extra_usage += result.usage
             executor.add_usage(result.usage)
         else:
-            owner.bus.emit(PlanReady(_since(self.t0), plan, ()))
+            self.bus.emit(PlanReady(_since(self.t0), plan, ()))
         plan_s = _since(self.t0)
         self.descriptions = {s.step_id: s.description for s in plan.steps}
         outcome = _run_interruptibly(executor, plan, prior)
@@ -165,7 +180,7 @@ class _Run:
         run = self.owner.settings.run
         return Executor(
             self._run_step,
-            bus=self.owner.bus,
+            bus=self.bus,
             max_workers=run.max_workers,
             tool_caps=self.owner.registry.caps(),
             step_timeout=run.step_timeout,
@@ -229,7 +244,7 @@ class _Run:
             )
         )
         self.extra_usage += reply.usage
-        self.owner._usage(self.t0, reply.usage, None, "answer", reply.model)
+        self.bus.emit(UsageRecorded(_since(self.t0), reply.usage, None, "answer", reply.model))
         return reply.text.strip()
 
     def _report(
@@ -258,7 +273,7 @@ class _Run:
             warnings=(*warnings, *self.warnings),
         )
         extra: dict[str, Any] = {"report": report}
-        self.owner.bus.emit(RunFinished(timing.wall_s, report.status, outcome.reason, extra))
+        self.bus.emit(RunFinished(timing.wall_s, report.status, outcome.reason, extra))
         return report
 
 
@@ -315,6 +330,13 @@ def _release(executor: Executor) -> None:
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _abort_status(exc: BaseException) -> tuple[str, str]:
+    """The status and reason of a run that raised instead of finishing."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "cancelled", "interrupted by the user"
+    return "failed", str(exc) or type(exc).__name__
 
 
 def _since(t0: float) -> float:

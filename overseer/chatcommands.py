@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from overseer.chatsession import ChatSession, unfinished_steps
+from overseer.cli_runs import format_run, format_runs
 from overseer.conversation import Turn
 from overseer.errors import (
     EXIT_INTERRUPTED,
@@ -29,12 +30,30 @@ from overseer.errors import (
     OverseerError,
     UsageError,
 )
+from overseer.events import Event, JournalProblem
 from overseer.plan import Plan
 
-__all__ = ["COMMANDS", "LEAVE", "Command", "Commands", "Output", "help_text", "plan_text"]
+__all__ = [
+    "COMMANDS",
+    "LEAVE",
+    "RUNS_SHOWN",
+    "Command",
+    "Commands",
+    "JournalWarnings",
+    "Output",
+    "config_text",
+    "help_text",
+    "plan_text",
+    "redact_url",
+    "tools_text",
+    "turn_line",
+]
 
 LEAVE = -1
 """Returned by ``/exit``: leave the chat."""
+
+RUNS_SHOWN = 20
+"""How many runs ``/runs`` lists."""
 
 KEYS_HELP = (
     "Enter sends. Esc then Enter, or a line ending in a backslash, starts a new line.\n"
@@ -69,6 +88,20 @@ class Output:
     def _write(stream: IO[str], text: str) -> None:
         stream.write(text.rstrip("\n") + "\n")
         stream.flush()
+
+
+class JournalWarnings:
+    """Watches a run for the journal's one-line problems and shows each as a warning."""
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, JournalProblem):
+            self.output.problem(f"warning: {event.message}")
+
+    def stop(self) -> None:
+        return None
 
 
 Arity = Literal["none", "one", "text"]
@@ -246,6 +279,29 @@ def _config(commands: Commands, arg: str) -> int:
     return EXIT_OK
 
 
+def _runs(commands: Commands, arg: str) -> int:
+    journal = commands.session.runs()
+    summaries = journal.list_runs(RUNS_SHOWN)
+    if commands.output.json:
+        commands.output.data([s.to_dict() for s in summaries])
+    elif summaries:
+        commands.output.show(format_runs(summaries))
+        if len(summaries) == RUNS_SHOWN:
+            commands.output.note(f"the newest {RUNS_SHOWN} runs; 'overseer runs --limit 0' has all")
+    else:
+        commands.output.note(f"no runs recorded yet (journal: {str(journal.path)!r})")
+    return EXIT_OK
+
+
+def _show(commands: Commands, ref: str) -> int:
+    stored = commands.session.runs().load(ref)
+    if commands.output.json:
+        commands.output.data(stored.to_json())
+    else:
+        commands.output.show(format_run(stored))
+    return EXIT_OK
+
+
 def _history(commands: Commands, arg: str) -> int:
     turns = commands.session.conversation.turns
     commands.output.show("\n".join(map(turn_line, turns)) if turns else "no turns yet")
@@ -262,6 +318,8 @@ _TABLE = (
     Command("/tools", "the tools the planner may use", "none", _tools),
     Command("/config", "the effective settings (no secrets)", "none", _config),
     Command("/history", "this chat's requests and what became of them", "none", _history),
+    Command("/runs", "the newest recorded runs, of this chat and any other", "none", _runs),
+    Command("/show RUN", "one recorded run (an id or a unique prefix of one)", "one", _show),
     Command("/save FILE", "write the last plan to FILE as JSON", "one", _save),
     Command("/exit", "leave (Ctrl-D does too)", "none", _exit),
 )

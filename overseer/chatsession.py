@@ -30,6 +30,7 @@ from overseer.plan import Plan
 from overseer.planner import PlanResult
 from overseer.report import RunReport
 from overseer.results import StepRecord
+from overseer.store import Journal
 from overseer.tools import ToolRegistry
 
 __all__ = ["ChatSession", "PlannedRequest", "Watcher", "WatcherFactory", "unfinished_steps"]
@@ -69,6 +70,7 @@ class ChatSession:
         self.settings = settings
         self.chat = base.chat
         self.registry = base.registry
+        self.journal = base.journal  # every turn is recorded here (None: journal: false)
         self.watchers = watchers
         self.conversation = Conversation()
         self.last_plan: PlannedRequest | None = None
@@ -112,8 +114,18 @@ class ChatSession:
             raise UsageError("there is no plan yet: make one with /plan REQUEST or ask something")
         return self.last_plan
 
+    def runs(self) -> Journal:
+        """The journal to read runs from (the default one when this chat records none)."""
+        return self.journal if self.journal is not None else Journal()
+
     def _engine(self) -> Overseer:
-        return Overseer(self.settings, chat=self.chat, registry=self.registry, bus=EventBus())
+        return Overseer(
+            self.settings,
+            chat=self.chat,
+            registry=self.registry,
+            bus=EventBus(),
+            journal=self.journal or False,
+        )
 
     def _run(
         self,

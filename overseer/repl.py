@@ -25,7 +25,7 @@ from prompt_toolkit.output import Output as TerminalOutput
 from prompt_toolkit.output import create_output
 
 from overseer.chat import ChatClient
-from overseer.chatcommands import COMMANDS, LEAVE, Commands, Output
+from overseer.chatcommands import COMMANDS, LEAVE, Commands, JournalWarnings, Output
 from overseer.chatsession import ChatSession, WatcherFactory
 from overseer.cli import add_common_flags, settings_from_args
 from overseer.display import Display
@@ -92,10 +92,9 @@ def run_chat(
     """The ``overseer chat`` command; returns the exit code."""
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     interactive = stdin.isatty()
-    session = ChatSession(
-        settings_from_args(args), chat=chat, watchers=_progress(args, stderr, interactive)
-    )
     output = Output(stdout, stderr, json=args.json, indent=2 if interactive else None)
+    watchers = (*_progress(args, stderr, interactive), lambda: JournalWarnings(output))
+    session = ChatSession(settings_from_args(args), chat=chat, watchers=watchers)
     commands = Commands(session, output)
     if interactive:
         return _interactive(commands, _terminal_prompt(output))

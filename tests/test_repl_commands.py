@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -437,3 +438,86 @@ def test_a_trailing_backslash_continues_the_message() -> None:
     model = RuleChat([JOKE])
     scripted(model, "write a joke\\\nabout cats\n", "-q")
     assert "Request: write a joke\nabout cats" in plan_requests(model)[0].messages[-1]["content"]
+
+
+# -- /runs and /show: the run journal ------------------------------------------------------------
+
+
+def test_runs_and_show_read_the_journal_this_chat_records_into() -> None:
+    chat = Chat(RuleChat([JOKE]))
+    chat("write a joke and translate it")
+    run_id = chat.session.conversation.turns[0].run_id
+    assert run_id is not None
+    chat.take()
+    assert chat("/runs") == 0
+    out = chat.take()[0]
+    assert out.splitlines()[0].split() == ["ID", "WHEN", "STATUS", "STEPS", "REQUEST"]
+    assert run_id in out and "succeeded" in out and "2/2" in out
+    assert chat(f"/show {run_id[:-2]}") == 0
+    shown = chat.take()[0]
+    assert shown.startswith(f"run {run_id}: succeeded")
+    assert "step2 [translator] Translate the joke to French" in shown
+    assert "FINAL ANSWER" in shown
+
+
+def test_no_runs_yet_says_where_it_looked() -> None:
+    chat = Chat(RuleChat([]))
+    assert chat("/runs") == 0
+    out, err = chat.take()
+    assert out == "" and err.startswith("no runs recorded yet (journal: ")
+
+
+def test_runs_and_show_in_json_mode() -> None:
+    chat = Chat(RuleChat([JOKE]), json_mode=True)
+    chat("jokes")
+    chat.take()
+    chat("/runs")
+    [summary] = json.loads(chat.take()[0])
+    assert summary["request"] == "jokes" and summary["status"] == "succeeded"
+    chat(f"/show {summary['run_id']}")
+    assert json.loads(chat.take()[0])["answer"] == "FINAL ANSWER"
+
+
+def test_a_retry_is_recorded_as_another_attempt_of_the_same_run() -> None:
+    fixed = threading.Event()
+    plan = plan_json(("a", "A", "general", []), ("b", "B", "general", []))
+    chat = Chat(RuleChat([plan], flaky_until(fixed)), False, **{"run.on_error": "continue"})
+    chat("ab")
+    fixed.set()
+    chat("/retry")
+    run_id = chat.session.conversation.turns[-1].run_id
+    chat.take()
+    chat(f"/show {run_id}")
+    shown = chat.take()[0]
+    assert shown.startswith(f"run {run_id}: succeeded") and "(2 attempts)" in shown
+
+
+def test_show_an_unknown_run_is_one_line() -> None:
+    chat = Chat(RuleChat([]))
+    assert chat("/show nosuchrun") == 2
+    out, err = chat.take()
+    assert out == "" and err.count("\n") == 1 and "no run 'nosuchrun'" in err
+
+
+def test_with_the_journal_off_turns_are_not_recorded() -> None:
+    chat = Chat(RuleChat([JOKE]), False, journal=False)
+    chat("jokes")
+    chat.take()
+    chat("/runs")
+    assert chat.take()[1].startswith("no runs recorded yet")
+
+
+def test_a_damaged_journal_is_a_warning_and_never_stops_the_chat(tmp_path: Path) -> None:
+    home = Path(os.environ["OVERSEER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "journal.sqlite3").write_bytes(b"this is not a database" * 100)
+    out, err = io.StringIO(), io.StringIO()
+    args = chat_parser().parse_args(["-q"])
+    code = run_chat(
+        args, chat=RuleChat([JOKE]), stdin=io.StringIO("jokes\n/runs\n"), stdout=out, stderr=err
+    )
+    assert out.getvalue() == "FINAL ANSWER\n"
+    lines = err.getvalue().splitlines()
+    assert lines[0].startswith("overseer: warning: ") and "journal" in lines[0]
+    assert lines[-1].startswith("overseer: ") and len(lines) == 2
+    assert code == 1

@@ -126,6 +126,7 @@ def test_ctrl_c_while_the_run_thread_is_starting_is_a_cancel_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The OS thread exists but ``start()`` is interrupted while waiting for it."""
+
     class InterruptedAfterStart(threading.Thread):
         def start(self) -> None:
             super().start()

@@ -74,6 +74,17 @@ def test_slash_commands_work_and_mistakes_do_not_stop_the_script(
     assert len(plans_sent(server)) == 1  # /run ran the plan /plan made
 
 
+def test_runs_and_show_list_the_runs_of_the_chat(server: FakeOpenAI, tmp_path: Path) -> None:
+    result = chat(server, tmp_path, "write a joke\n/runs\n", "-q")
+    assert result.returncode == 0, result.stderr
+    answer, header, row = result.stdout.splitlines()[:3]
+    assert answer == "THE ANSWER" and header.startswith("ID ")
+    run_id = row.split()[0]
+    shown = chat(server, tmp_path, f"/show {run_id}\n", "-q")
+    assert shown.stdout.startswith(f"run {run_id}: succeeded")
+    assert "request   write a joke" in shown.stdout
+
+
 def test_json_prints_one_object_per_request(server: FakeOpenAI, tmp_path: Path) -> None:
     result = chat(server, tmp_path, "one\ntwo\n", "--json")
     objects = [json.loads(line) for line in result.stdout.splitlines()]

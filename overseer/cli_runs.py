@@ -107,6 +107,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         _print_json([s.to_dict() for s in summaries])
     elif summaries:
         sys.stdout.write(format_runs(summaries))
+        if len(summaries) == args.limit:
+            _say(f"the newest {args.limit} runs; --limit 0 lists them all")
     else:
         _say(f"no runs recorded yet (journal: {journal.path})")
     return 0

@@ -1,9 +1,11 @@
 """The run journal: every run recorded in SQLite as it happens, to list, show and resume later.
 
 The journal subscribes to an engine's event bus and writes each event in its own short
-transaction (WAL mode, a short busy timeout), so a crash loses at most the steps in flight. It
-records the request, the plan, each step's status, attempts, output, error and times, and the
-token usage; nothing in the events holds an API key, so none is ever written.
+transaction (WAL mode, a short busy timeout), so a crash of the process (Ctrl-C, ``kill -9``)
+loses at most the steps in flight; after a power loss the last few writes may be lost too
+(``synchronous=NORMAL``), and resuming simply runs those steps again. It records the request,
+the plan, each step's status, attempts, output, error and times, and the token usage; nothing in
+the events holds an API key, so none is ever written.
 
 Recording never stops a run: when the file is damaged, locked or unwritable the journal gives up
 on that run and says so once (``Journal.record`` returns the problem; ``attach`` turns it into a

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from overseer import doctor
 from overseer.errors import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
@@ -229,6 +230,7 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Handler]] = {
     "runs": (_runs_parser, _cmd_runs),
     "resume": (_resume_parser, _cmd_resume),
     "chat": (_chat_parser, _cmd_chat),
+    "doctor": (doctor.parser, doctor.main),
 }
 
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from overseer.errors import ConfigError
+from overseer.node_settings import NodeSettings
 from overseer.resources import default_config_path
 
 __all__ = [
@@ -107,6 +108,7 @@ class Settings(_Frozen):
     planner: PlannerSettings = PlannerSettings()
     run: RunSettings = RunSettings()
     chat: ChatSettings = ChatSettings()
+    nodes: NodeSettings = NodeSettings()
     tools: tuple[ToolSpec, ...] = ()
     journal: bool = True
     source: str = "defaults"

@@ -31,6 +31,7 @@ from overseer.planner import Planner, PlanResult
 from overseer.report import RunReport, Timing
 from overseer.results import RunOutcome, StepRecord
 from overseer.scheduler import critical_path
+from overseer.services import RunServices
 from overseer.store import Journal, journal_for
 from overseer.templates import render
 from overseer.toolbase import CallContext, ToolResult
@@ -137,6 +138,9 @@ class _Run:
         self.run_id = run_id
         self.bus = owner.bus.for_run(run_id)  # every event of this run carries its id
         self.t0 = time.monotonic()
+        self.services = RunServices.for_run(
+            owner.settings, owner.registry, self.bus, self.t0, run_id
+        )
         self.descriptions: dict[str, str] = {}
         self.extra_usage = Usage()
         self.warnings: list[str] = []
@@ -145,11 +149,14 @@ class _Run:
         self, context: str, plan: Plan | None, prior: Mapping[str, StepRecord] | None
     ) -> RunReport:
         """Run to the end; a run that raises instead ends with a ``RunAborted`` event."""
+        unsubscribe = self.bus.subscribe(self.services.meter.observe)
         try:
             return self._execute(context, plan, prior)
         except BaseException as exc:
             self.bus.emit(RunAborted(_since(self.t0), *_abort_status(exc)))
             raise
+        finally:
+            unsubscribe()
 
     def _execute(
         self, context: str, plan: Plan | None, prior: Mapping[str, StepRecord] | None
@@ -194,7 +201,7 @@ class _Run:
         tool = self.owner.registry.get(step.tool)
         ctx.task = step.description
         ctx.inputs = dict(inputs)
-        return tool.run(self.step_prompt(step, inputs), {}, ctx)
+        return self.services.run_step(tool, self.step_prompt(step, inputs), ctx)
 
     def step_prompt(self, step: Step, inputs: Mapping[str, str]) -> str:
         blocks = "".join(
@@ -271,6 +278,7 @@ class _Run:
             usage=outcome.usage + self.extra_usage,
             timing=timing,
             warnings=(*warnings, *self.warnings),
+            nodes=self.services.node_log.as_dict(),
         )
         extra: dict[str, Any] = {"report": report}
         self.bus.emit(RunFinished(timing.wall_s, report.status, outcome.reason, extra))

@@ -19,6 +19,10 @@ __all__ = [
     "Event",
     "EventBus",
     "JournalProblem",
+    "NodeCallFinished",
+    "NodeCallStarted",
+    "NodeFinished",
+    "NodeStarted",
     "PlanReady",
     "PlanRejected",
     "RunAborted",
@@ -134,6 +138,50 @@ class JournalProblem(Event):
     """The run journal could not record this run (damaged, locked, unwritable); the run goes on."""
 
     message: str
+
+
+@dataclass(frozen=True)
+class NodeStarted(Event):
+    """A code step's node process started. ``attempt`` counts from 1 (2 after the model's fix);
+    ``isolation`` is the sandbox in force (``overseer.isolation.Isolation.as_dict()``)."""
+
+    step_id: str | None
+    attempt: int
+    isolation: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NodeFinished(Event):
+    """A node process ended; ``error`` is None when it succeeded; ``calls`` counts its calls."""
+
+    step_id: str | None
+    attempt: int
+    duration: float
+    error: str | None
+    calls: int = 0
+
+
+@dataclass(frozen=True)
+class NodeCallStarted(Event):
+    """A node asked for a tool call (``call_id`` is unique within the node)."""
+
+    step_id: str | None
+    call_id: int
+    tool: str
+
+
+@dataclass(frozen=True)
+class NodeCallFinished(Event):
+    """A node's tool call ended; ``error`` is None when it succeeded. Its tokens count in the
+    code step's usage, recorded when the step ends."""
+
+    step_id: str | None
+    call_id: int
+    tool: str
+    duration: float
+    error: str | None
+    usage: Usage = Usage()
+    attempts: int = 1
 
 
 Subscriber = Callable[[Event], None]

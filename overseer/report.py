@@ -39,6 +39,7 @@ class RunReport:
     usage: Usage = Usage()
     timing: Timing = field(default_factory=Timing)
     warnings: tuple[str, ...] = ()
+    nodes: dict[str, Any] = field(default_factory=dict)  # code steps: isolation, attempts, calls
 
     @property
     def status(self) -> str:
@@ -65,4 +66,5 @@ class RunReport:
             "usage": self.usage.as_dict(),
             "timing": self.timing.as_dict(),
             "warnings": list(self.warnings),
+            "nodes": self.nodes,
         }

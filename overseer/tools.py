@@ -1,4 +1,4 @@
-"""The tool registry and the built-in kinds: ``llm`` prompts and ``python`` functions.
+"""The tool registry and the built-in kinds: ``llm`` prompts, ``python`` functions, ``code`` nodes.
 
 The registry is what the planner sees and what steps and nodes call. A tool's failure is raised as
 ``ToolError``; the executor records it as the step's result.
@@ -185,7 +185,13 @@ def import_function(target: str, tool_name: str) -> Callable[..., Any]:
     return function  # type: ignore[no-any-return]
 
 
-FACTORIES: dict[str, ToolFactory] = {"llm": _llm_tool, "python": _python_tool}
+def _code_tool(spec: ToolSpec, settings: Settings, chat: ChatClient) -> Tool:
+    from overseer.codetool import code_tool  # imported here: it builds on this module
+
+    return code_tool(spec, settings, chat)
+
+
+FACTORIES: dict[str, ToolFactory] = {"llm": _llm_tool, "python": _python_tool, "code": _code_tool}
 
 
 def build_registry(

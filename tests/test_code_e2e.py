@@ -1,0 +1,97 @@
+"""A plan with a ``code`` step, end to end: the ``overseer`` command in a subprocess, real HTTP to
+the fake server, the step model's reply is the node, and the node calls tools in parallel."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from tests.clihelp import json_out, responder, run_cli, user_text
+from tests.fake_openai import FakeOpenAI, FakeReply
+from tests.fakes import plan_json
+
+KEY = "sk-e2e-secret-abcdef0123456789"
+PLAN = plan_json(
+    ("step1", "List three fruits", "content_generator", []),
+    ("step2", "Translate each fruit into French and count them", "code", ["step1"]),
+)
+NODE = """Here you go:
+
+```python
+import json, sys
+from node_runtime import call_tools_parallel
+
+data = json.load(sys.stdin)
+fruits = data["inputs"]["step1"].split()
+french = call_tools_parallel([("translator", f"To French: {f}") for f in fruits])
+environ = open("/proc/self/environ", "rb").read()
+print(json.dumps({
+    "count": len(fruits),
+    "french": french,
+    "env": sorted(v.split(b"=")[0].decode() for v in environ.split(b"\\0") if v),
+    "leaked": b"sk-e2e" in environ,
+}))
+```
+"""
+
+
+def node_script(node: str = NODE, barrier: threading.Barrier | None = None) -> Any:
+    def step(body: dict[str, Any]) -> FakeReply | str:
+        system = body["messages"][0]["content"]
+        if system.startswith("You write one small Python 3 program"):
+            return node
+        if "translat" in system.lower():
+            if barrier is not None:
+                barrier.wait()  # the three translations must be in flight together
+            return "fr:" + user_text(body).split(": ")[-1]
+        return "apple banana cherry"
+
+    return step
+
+
+def test_a_code_step_runs_through_the_command() -> None:
+    barrier = threading.Barrier(3, timeout=30)
+    with FakeOpenAI(responder([PLAN], node_script(barrier=barrier))) as fake:
+        result = run_cli(
+            "translate some fruits",
+            "--base-url",
+            fake.url,
+            "--json",
+            "--quiet",
+            env={"OPENAI_API_KEY": KEY},
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
+    data = json_out(result)
+    assert data["status"] == "succeeded" and data["answer"] == "THE ANSWER"
+    output = json.loads(data["steps"][1]["output"])
+    assert output["count"] == 3
+    assert output["french"] == ["fr:apple", "fr:banana", "fr:cherry"]
+    assert output["leaked"] is False and "OPENAI_API_KEY" not in output["env"]
+    node = data["nodes"]["step2"]
+    assert node["calls"] == 3 and node["attempts"] == 1
+    assert node["isolation"]["backend"] in ("bwrap", "unshare", "none")
+    assert KEY not in result.stdout and KEY not in result.stderr
+
+
+def test_a_node_that_keeps_failing_fails_the_run_with_its_error() -> None:
+    broken = "```python\nimport json\nraise SystemExit('no fruit today')\n```"
+    with FakeOpenAI(responder([PLAN], node_script(node=broken))) as fake:
+        result = run_cli(
+            "translate some fruits",
+            "--base-url",
+            fake.url,
+            "--json",
+            "--quiet",
+            env={"OPENAI_API_KEY": KEY},
+            timeout=120,
+        )
+    assert result.returncode == 1, result.stderr
+    data = json_out(result)
+    step = data["steps"][1]
+    assert step["status"] == "failed"
+    assert "the node failed (2 attempts)" in step["error"] and "no fruit today" in step["error"]
+    fixes = [b for b in fake.requests if "That node failed" in user_text(b)]
+    assert len(fixes) == 1 and "no fruit today" in user_text(fixes[0])
+    assert "Traceback" not in result.stderr

@@ -8,7 +8,9 @@ A step holds one slot while it runs. A node's step lends its own slot to the nod
 first of them runs in it, further ones need free slots. So a node blocked in
 ``call_tools_parallel`` can always make progress, whatever else holds the slots, and never waits
 for the slot it holds itself. Every acquisition takes all it needs at once (its tool's cap and a
-slot) or nothing, so there is no hold-and-wait between waiters.
+slot) or nothing, so there is no hold-and-wait between waiters. A holder whose call was
+cancelled (a step timed out and abandoned by the executor, a node's call after the node died)
+stops counting at once, as the executor stops counting an abandoned step.
 """
 
 from __future__ import annotations
@@ -26,10 +28,27 @@ __all__ = ["Gate", "Slot"]
 class Slot:
     """One slot held by a running step; its node's calls may borrow it one at a time."""
 
-    __slots__ = ("lent",)
+    __slots__ = ("_holds",)
 
     def __init__(self) -> None:
-        self.lent = False
+        self._holds: list[_Hold] = []  # the calls borrowing it (one live at most)
+
+    @property
+    def lent(self) -> bool:
+        return any(hold.live for hold in self._holds)
+
+
+class _Hold:
+    __slots__ = ("borrowed", "ctx", "tool")
+
+    def __init__(self, tool: str, ctx: CallContext, borrowed: Slot | None) -> None:
+        self.tool = tool
+        self.ctx = ctx
+        self.borrowed = borrowed
+
+    @property
+    def live(self) -> bool:
+        return not self.ctx.cancelled.is_set()
 
 
 class Gate:
@@ -39,63 +58,66 @@ class Gate:
         if slots < 1:
             raise ValueError(f"a gate needs at least 1 slot, got {slots!r}")
         self._cond = threading.Condition()
-        self._free = slots
+        self._slots = slots
         self._caps = dict(caps or {})
-        self._busy: dict[str, int] = dict.fromkeys(self._caps, 0)
+        self._holds: list[_Hold] = []
 
     @property
     def free(self) -> int:
         with self._cond:
-            return self._free
+            return self._free()
 
     def busy(self, tool: str) -> int:
         with self._cond:
-            return self._busy.get(tool, 0)
+            return self._busy(tool)
 
     @contextmanager
     def step(self, tool: str, ctx: CallContext) -> Iterator[Slot]:
         """Hold a slot (and ``tool``'s cap) while a plan step runs."""
-        self._acquire(tool, None, ctx)
-        slot = Slot()
+        hold = self._acquire(tool, None, ctx)
         try:
-            yield slot
+            yield Slot()
         finally:
-            self._release(tool, None)
+            self._release(hold)
 
     @contextmanager
     def call(self, tool: str, owner: Slot | None, ctx: CallContext) -> Iterator[None]:
         """Hold ``tool``'s cap and a slot (``owner``'s own when it is free) for one node call."""
-        borrowed = self._acquire(tool, owner, ctx)
+        hold = self._acquire(tool, owner, ctx)
         try:
             yield
         finally:
-            self._release(tool, owner if borrowed else None)
+            self._release(hold)
 
     def wake(self) -> None:
-        """Let waiters re-check their cancel flags."""
+        """Let waiters re-check (cancel flags, holders that were cancelled)."""
         with self._cond:
             self._cond.notify_all()
 
-    def _acquire(self, tool: str, owner: Slot | None, ctx: CallContext) -> bool:
-        """Take the cap and a slot at once; True if ``owner``'s slot was borrowed."""
+    def _acquire(self, tool: str, owner: Slot | None, ctx: CallContext) -> _Hold:
         with self._cond:
             while not self._available(tool, owner):
                 self._wait(tool, ctx)
             if ctx.cancelled.is_set():
                 raise ToolError(f"tool {tool!r} was cancelled before it started")
-            if tool in self._busy:
-                self._busy[tool] += 1
-            if owner is not None and not owner.lent:
-                owner.lent = True
-                return True
-            self._free -= 1
-            return False
+            borrowed = owner if owner is not None and not owner.lent else None
+            hold = _Hold(tool, ctx, borrowed)
+            self._holds.append(hold)
+            if borrowed is not None:
+                borrowed._holds.append(hold)
+            return hold
 
     def _available(self, tool: str, owner: Slot | None) -> bool:
         cap = self._caps.get(tool)
-        if cap is not None and self._busy[tool] >= cap:
+        if cap is not None and self._busy(tool) >= cap:
             return False
-        return (owner is not None and not owner.lent) or self._free > 0
+        return (owner is not None and not owner.lent) or self._free() > 0
+
+    def _free(self) -> int:
+        return self._slots - sum(1 for h in self._holds if h.live and h.borrowed is None)
+
+    def _busy(self, tool: str) -> int:
+        return sum(1 for h in self._holds if h.live and h.tool == tool)
 
     def _wait(self, tool: str, ctx: CallContext) -> None:
         if ctx.cancelled.is_set():
@@ -105,12 +127,9 @@ class Gate:
             raise StepTimeout(f"tool {tool!r} timed out waiting for a free slot")
         self._cond.wait(remaining)
 
-    def _release(self, tool: str, borrowed_from: Slot | None) -> None:
+    def _release(self, hold: _Hold) -> None:
         with self._cond:
-            if tool in self._busy:
-                self._busy[tool] -= 1
-            if borrowed_from is not None:
-                borrowed_from.lent = False
-            else:
-                self._free += 1
+            self._holds.remove(hold)
+            if hold.borrowed is not None:
+                hold.borrowed._holds.remove(hold)
             self._cond.notify_all()

@@ -125,3 +125,60 @@ def test_nodes_holding_every_slot_still_progress_through_their_own() -> None:
 def test_a_gate_needs_a_slot() -> None:
     with pytest.raises(ValueError, match="at least 1 slot"):
         Gate(0)
+
+
+def test_a_cancelled_holder_stops_counting() -> None:
+    """A step the executor gave up on (timed out, its thread abandoned) frees its slot and cap."""
+    gate = Gate(1, {"t": 1})
+    abandoned = CallContext()
+    with gate.step("t", abandoned):
+        assert gate.free == 0 and gate.busy("t") == 1
+        abandoned.cancelled.set()
+        gate.wake()
+        assert gate.free == 1 and gate.busy("t") == 0
+        with gate.step("t", CallContext()):
+            assert gate.free == 0
+    assert gate.free == 1
+
+
+def test_a_lent_slot_comes_back_when_the_borrowing_call_is_cancelled() -> None:
+    gate = Gate(1)
+    with gate.step("code", CallContext()) as slot:
+        stale = CallContext()
+        with gate.call("a", slot, stale):
+            stale.cancelled.set()
+            assert not slot.lent
+            with gate.call("b", slot, CallContext()):
+                assert slot.lent
+
+
+def test_a_step_abandoned_at_its_timeout_does_not_hold_up_the_next_one() -> None:
+    """max_workers=1: step1 hangs past its timeout; step2 still gets the one slot."""
+    from overseer import Overseer
+    from overseer.config import load_settings
+    from overseer.tools import FunctionTool, ToolRegistry
+    from tests.fakes import RuleChat, plan_json
+
+    release = threading.Event()
+    tools = ToolRegistry(
+        [
+            FunctionTool("hang", "d", lambda prompt: str(release.wait(60))),
+            FunctionTool("echo", "d", lambda prompt: "echoed"),
+        ]
+    )
+    plan = plan_json(("step1", "hang", "hang", []), ("step2", "echo", "echo", []))
+    overrides = {
+        "run.max_workers": 1,
+        "run.step_timeout": 0.5,
+        "run.on_error": "continue",
+        "run.synthesize": False,
+    }
+    engine = Overseer(
+        load_settings(overrides=overrides), chat=RuleChat([plan]), registry=tools, journal=False
+    )
+    try:
+        report = engine.run("x")
+    finally:
+        release.set()
+    assert report.outcome.steps["step1"].status == "failed"
+    assert report.outcome.steps["step2"].output == "echoed"

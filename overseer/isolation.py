@@ -1,7 +1,8 @@
 """What this machine can isolate a node with, and the isolation a node gets under the settings.
 
 Backends, best first: bubblewrap (new user, network, pid and mount namespaces, the file system
-read-only except the node's folder), ``unshare`` (user, network and pid namespaces), none.
+read-only except the node's folder), ``unshare`` (user, network and, where the kernel lets it
+mount a fresh /proc, pid namespaces; else plain ``unshare -rn``), none.
 Landlock, where the kernel has it, adds "write only in the node's folder" (and no TCP when the
 network is off) on top of any backend. A pids cgroup caps processes where RLIMIT_NPROC is not
 enforced (root). The result is a plain record, kept with the run and shown by ``overseer doctor``.
@@ -25,7 +26,8 @@ __all__ = ["Capabilities", "Isolation", "SandboxUnavailable", "capabilities", "d
 _TRUE = shutil.which("true") or "/bin/true"
 _PROBE_TIMEOUT = 10.0
 BWRAP_ARGS = ("--unshare-all", "--die-with-parent")
-UNSHARE_ARGS = ("--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--mount-proc")
+UNSHARE_WITH_PIDS = ("--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--mount-proc")
+UNSHARE_PLAIN = ("--user", "--map-root-user")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -41,6 +43,7 @@ class Capabilities:
     landlock_abi: int
     cgroup_base: Path | None
     root: bool
+    unshare_args: tuple[str, ...] = UNSHARE_WITH_PIDS  # the variant that works here
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Isolation:
     use_landlock: bool
     use_cgroup: bool
     network_isolated: bool
+    pid_namespace: bool
     limits: dict[str, int | None]
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,6 +72,7 @@ class Isolation:
             f"network: {self.network}",
             f"file system: {self.filesystem}",
             f"processes: {self.processes}",
+            f"pid namespace: {'yes' if self.pid_namespace else 'no'}",
             f"landlock: {landlock}",
             f"limits: {limits or 'none'}",
         ]
@@ -76,14 +81,24 @@ class Isolation:
 @cache
 def capabilities() -> Capabilities:
     bwrap = shutil.which("bwrap")
-    unshare = shutil.which("unshare")
+    unshare, unshare_args = _unshare()
     return Capabilities(
         bwrap=bwrap if bwrap and _works([bwrap, *BWRAP_ARGS, *bwrap_mounts(), _TRUE]) else None,
-        unshare=unshare if unshare and _works([unshare, *UNSHARE_ARGS, "--net", _TRUE]) else None,
+        unshare=unshare,
         landlock_abi=_landlock_abi(),
         cgroup_base=pids_cgroup_base() if os.geteuid() == 0 else None,
         root=os.geteuid() == 0,
+        unshare_args=unshare_args,
     )
+
+
+def _unshare() -> tuple[str | None, tuple[str, ...]]:
+    """``unshare`` and the best variant that works: with a pid namespace, else ``-rn``."""
+    path = shutil.which("unshare")
+    for variant in (UNSHARE_WITH_PIDS, UNSHARE_PLAIN):
+        if path and _works([path, *variant, "--net", _TRUE]):
+            return path, variant
+    return None, UNSHARE_WITH_PIDS
 
 
 def bwrap_mounts(workdir: str | None = None) -> list[str]:
@@ -125,6 +140,7 @@ def decide(settings: SandboxSettings, caps: Capabilities | None = None) -> Isola
         use_landlock=landlock,
         use_cgroup=cgroup,
         network_isolated=not settings.network and backend != "none",
+        pid_namespace=backend == "bwrap" or (backend == "unshare" and "--pid" in caps.unshare_args),
         limits=_limits(settings),
     )
 

@@ -35,7 +35,7 @@ from typing import IO, Any, Protocol
 import node_runtime
 from node_runtime import wire
 from overseer.cgroup import PidsCgroup
-from overseer.isolation import BWRAP_ARGS, UNSHARE_ARGS, Isolation, bwrap_mounts, capabilities
+from overseer.isolation import BWRAP_ARGS, Isolation, bwrap_mounts, capabilities
 from overseer.node_settings import SandboxSettings
 from overseer.proctree import group_members, kill_and_wait
 
@@ -46,7 +46,7 @@ _BOOT = str(Path(node_runtime.__file__).resolve().parent / "_boot.py")
 _RUNTIME_ROOT = str(Path(node_runtime.__file__).resolve().parent.parent)
 _STDERR_TAIL = 64 * 1024
 _CHUNK = 65536
-_LAUNCHER_PROCESSES = {"bwrap": 2, "unshare": 1}  # processes before the node's own
+_LAUNCHER_PROCESSES = {"bwrap": 2, "unshare": 1}  # at most, before the node's own
 _CANCEL_TICK = 0.1  # how soon a cancelled run notices (ctx.cancelled offers no callback)
 
 
@@ -164,7 +164,7 @@ class _Launch:
                 try:
                     stdout, stderr, stopped = watch.run()
                 finally:
-                    _kill_tree(proc, self.cgroup, self.isolation.backend)
+                    _kill_tree(proc, self.cgroup, self.isolation.pid_namespace)
                 stdout, stderr = stdout + watch.drain_out(), stderr + watch.drain_err()
             finally:
                 if channel is not None:
@@ -252,7 +252,7 @@ def _isolate(isolation: Isolation, work: str, python: list[str]) -> list[str]:
         return [caps.bwrap, *BWRAP_ARGS, *share, *bwrap_mounts(work), "--", *python]
     if isolation.backend == "unshare" and caps.unshare:
         net = [] if network else ["--net"]
-        return [caps.unshare, *UNSHARE_ARGS, *net, "--", *python]
+        return [caps.unshare, *caps.unshare_args, *net, "--", *python]
     return python
 
 
@@ -291,14 +291,16 @@ def _user_tasks(uid: int) -> int:
     return count
 
 
-def _kill_tree(proc: subprocess.Popen[bytes], cgroup: PidsCgroup | None, backend: str) -> None:
+def _kill_tree(
+    proc: subprocess.Popen[bytes], cgroup: PidsCgroup | None, pid_namespace: bool
+) -> None:
     """Kill everything the node started: its process group, then what its pids cgroup holds;
     without a pid namespace (whose end takes every member with it), wait for the group too."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     if cgroup is not None:
         cgroup.kill_all()
-    elif backend == "none":
+    elif not pid_namespace:
         kill_and_wait(group_members(proc.pid))
     proc.wait()
 

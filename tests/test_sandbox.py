@@ -132,7 +132,7 @@ def test_a_node_looping_forever_is_killed_with_its_children(backend: str) -> Non
 
 def test_a_grandchild_that_leaves_the_process_group_is_killed_too(backend: str) -> None:
     iso = decide(sandbox(backend))
-    if iso.backend == "none" and not iso.use_cgroup:
+    if not iso.pid_namespace and not iso.use_cgroup:
         pytest.skip("without a pid namespace or a pids cgroup a setsid() grandchild can escape")
     marker = "overseer-test-" + uuid.uuid4().hex
     code = (
@@ -388,3 +388,44 @@ def test_a_failed_setup_is_described_in_one_line() -> None:
 def test_exit_statuses_are_put_into_words(code: int, words: str) -> None:
     run = NodeRun(b"", "", code, None, 0.1, 5.0, decide(sandbox()))
     assert words in (run.failure() or "")
+
+
+@pytest.fixture
+def plain_unshare(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on kernels that refuse a fresh /proc in a user namespace: plain ``unshare -rn``."""
+    from dataclasses import replace
+
+    from overseer import isolation
+    from overseer import sandbox as sandbox_module
+
+    caps = capabilities()
+    if caps.unshare is None:
+        pytest.skip("unshare cannot create user namespaces here")
+    plain = replace(caps, bwrap=None, unshare_args=isolation.UNSHARE_PLAIN)
+    monkeypatch.setattr(isolation, "capabilities", lambda: plain)
+    monkeypatch.setattr(sandbox_module, "capabilities", lambda: plain)
+
+
+@pytest.mark.usefixtures("plain_unshare")
+def test_plain_unshare_still_isolates_the_network_and_kills_the_group() -> None:
+    iso = decide(sandbox("unshare"))
+    assert iso.network_isolated and not iso.pid_namespace
+    marker = "overseer-plain-" + uuid.uuid4().hex
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    code = (
+        "import socket, subprocess, sys\n"
+        f"subprocess.Popen([sys.executable, '-c', 'while True: pass', '{marker}'])\n"
+        f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=5)\n"
+        "except OSError as exc:\n    print('refused', file=sys.stderr, flush=True)\n"
+        "while True:\n    pass\n"
+    )
+    try:
+        node, _ = run_code(code, settings=sandbox("unshare"), timeout=2.0)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    finally:
+        listener.close()
+    assert node.stopped == "timeout" and "refused" in node.stderr
+    assert processes_with(marker) == []

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -22,7 +23,9 @@ class ChatRequest:
 
     ``schema`` asks for JSON matching that JSON Schema; how it is asked for depends on the
     backend's structured-output mode (``json_schema``, ``json_object`` with a schema, or plain text
-    parsed leniently by the caller). ``timeout`` bounds this call in seconds.
+    parsed leniently by the caller). ``timeout`` bounds this call in seconds. Once ``cancel`` is
+    set, the call stops as soon as it can (a ``CancelToken`` also aborts a reply in flight) and
+    raises ``Cancelled``; it is not part of the request's value (equality, repr).
     """
 
     messages: list[Message]
@@ -33,6 +36,7 @@ class ChatRequest:
     schema_name: str = "response"
     timeout: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    cancel: threading.Event | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

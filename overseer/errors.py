@@ -16,6 +16,7 @@ __all__ = [
     "EXIT_RUN_FAILED",
     "BackendError",
     "BudgetExceeded",
+    "Cancelled",
     "ConfigError",
     "OverseerError",
     "PermanentBackendError",
@@ -114,6 +115,10 @@ class UnknownToolError(ToolError):
 
 class StepTimeout(ToolError):
     """A step ran longer than its timeout."""
+
+
+class Cancelled(ToolError):
+    """A call was stopped because the run no longer wants its result (its cancel token was set)."""
 
 
 class BudgetExceeded(OverseerError):

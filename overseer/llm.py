@@ -3,28 +3,39 @@
 ``OpenAIChat`` implements ``ChatClient``. It holds the only transport retry layer of overseer (the
 openai client is built with ``max_retries=0``): transient failures are retried with exponential
 backoff and jitter, honouring ``Retry-After``; permanent ones fail at once with one clear line.
+
+A request may carry a cancel token (``ChatRequest.cancel``). Once it is set the call stops: no
+new attempt, no backoff wait, and with a ``CancelToken`` the HTTP exchange in flight is aborted
+by shutting down the socket the calling thread is reading or writing (see ``_Aborter``); the call
+raises ``Cancelled``. Requests without a token behave as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
 import math
 import random
 import re
+import socket
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpcore2
 import httpx2
 import openai
 import tenacity
 
+from overseer.cancel import CancelToken
 from overseer.chat import ChatReply, ChatRequest, Message, StructuredMode
-from overseer.errors import BackendError, PermanentBackendError, TransientBackendError
+from overseer.errors import BackendError, Cancelled, PermanentBackendError, TransientBackendError
 from overseer.tokens import count_messages, count_tokens
 from overseer.usage import Usage
 
@@ -115,11 +126,13 @@ class OpenAIChat:
         self._retry = retry
         self._stream = stream
         self._sleep = sleep
+        self._aborter = _Aborter()
         self._client = openai.OpenAI(
             base_url=base_url,
             api_key=api_key or _PLACEHOLDER_API_KEY,
             timeout=request_timeout,
             max_retries=0,
+            http_client=_AbortableClient(self._aborter, timeout=request_timeout),
         )
         self._where = _display_url(str(self._client.base_url).rstrip("/"))
 
@@ -137,10 +150,17 @@ class OpenAIChat:
         return self._model
 
     def complete(self, request: ChatRequest) -> ChatReply:
-        """Answer ``request``, retrying transient failures; raises ``BackendError``."""
+        """Answer ``request``, retrying transient failures; raises ``BackendError``, or
+        ``Cancelled`` once ``request.cancel`` is set."""
+        if request.cancel is None:
+            return self._complete(request)
+        with self._aborter.watching(request.cancel):
+            return self._complete(request)
+
+    def _complete(self, request: ChatRequest) -> ChatReply:
         attempt_number = 0
         try:
-            for attempt in self._retrying():
+            for attempt in self._retrying(request.cancel):
                 attempt_number = attempt.retry_state.attempt_number
                 with attempt:
                     reply = self._attempt(request)
@@ -149,15 +169,29 @@ class OpenAIChat:
             raise
         return replace(reply, attempts=attempt_number)
 
-    def _retrying(self) -> tenacity.Retrying:
+    def _retrying(self, cancel: threading.Event | None) -> tenacity.Retrying:
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self._retry.max_attempts),
             wait=self._wait,
             retry=tenacity.retry_if_exception_type(TransientBackendError),
-            sleep=self._sleep,
+            sleep=partial(self._pause, cancel),
             before_sleep=_log_retry,
             reraise=True,
         )
+
+    def _pause(self, cancel: threading.Event | None, seconds: float) -> None:
+        """The backoff wait: on the cancel token when there is one, so a cancel cuts it short."""
+        if cancel is None:
+            self._sleep(seconds)
+        elif cancel.wait(seconds):
+            raise self._cancelled()
+
+    def _cancelled(self) -> Cancelled:
+        return Cancelled(f"the call to the server at {self._where!r} was cancelled")
+
+    def _stop_if_cancelled(self, request: ChatRequest, cause: BaseException | None = None) -> None:
+        if request.cancel is not None and request.cancel.is_set():
+            raise self._cancelled() from cause
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         """Seconds before the next attempt: the server's ``Retry-After`` or our backoff."""
@@ -168,12 +202,14 @@ class OpenAIChat:
         return self._retry.backoff(state.attempt_number)
 
     def _attempt(self, request: ChatRequest) -> ChatReply:
+        self._stop_if_cancelled(request)
         params = self._params(request)
         try:
             if self._stream:
                 return self._complete_streamed(params, request)
             return self._complete_plain(params, request)
         except _CAUGHT as exc:
+            self._stop_if_cancelled(request, exc)  # the abort, not the server, ended it
             raise self._classify(exc, params["model"]) from exc
 
     def _classify(self, exc: BaseException, model: str) -> BackendError:
@@ -231,6 +267,170 @@ class OpenAIChat:
         model = state.model or params["model"]
         usage = _usage(state.usage, request.messages, text, model)
         return ChatReply(text, usage, str(model), state.finish_reason)
+
+
+# -- aborting the HTTP exchange of a cancelled call ------------------------------------------------
+
+
+class _Aborter:
+    """Knows which socket each thread is reading or writing for which call, and aborts it.
+
+    ``watching(cancel)`` ties the calling thread's socket I/O to ``cancel`` for one call. Every
+    read and write of a ``_TrackedStream`` first records (thread -> stream, token), then checks the
+    token; a cancel sets the token, then shuts down the stream the thread has recorded for that
+    token. Under one lock the two orders cover each other: either the cancel finds the stream
+    and its shutdown wakes the blocked ``recv``, or the I/O sees the token set and never starts.
+    Only the cancelled call's socket is touched: idle pooled connections and other threads'
+    calls keep going. (HTTP/1.1 only, the openai client's default: one exchange per socket.)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: dict[int, tuple[_TrackedStream, threading.Event]] = {}
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def watching(self, cancel: threading.Event) -> Iterator[None]:
+        """Within the block, this thread's socket I/O belongs to the call ``cancel`` stops."""
+        previous: threading.Event | None = getattr(self._local, "cancel", None)
+        self._local.cancel = cancel
+        remove = _on_cancel(cancel, partial(self._abort, threading.get_ident(), cancel))
+        try:
+            yield
+        finally:
+            remove()
+            self._local.cancel = previous
+
+    @contextlib.contextmanager
+    def io(self, stream: _TrackedStream, error: type[Exception]) -> Iterator[None]:
+        """Around one read or write: record it, and refuse it once the call is cancelled."""
+        cancel: threading.Event | None = getattr(self._local, "cancel", None)
+        if cancel is None:
+            yield
+            return
+        thread = threading.get_ident()
+        with self._lock:
+            self._active[thread] = (stream, cancel)
+        try:
+            if cancel.is_set():
+                raise error("the call was cancelled")
+            yield
+        finally:
+            with self._lock:
+                del self._active[thread]
+
+    def _abort(self, thread: int, cancel: threading.Event) -> None:
+        with self._lock:
+            stream, owner = self._active.get(thread, (None, None))
+            if stream is not None and owner is cancel:
+                stream.abort()
+
+
+def _on_cancel(cancel: threading.Event, callback: Callable[[], None]) -> Callable[[], None]:
+    """Register ``callback`` on a ``CancelToken``; a plain ``Event`` is only checked between
+    reads and writes (it cannot say when it is set)."""
+    if isinstance(cancel, CancelToken):
+        return cancel.on_cancel(callback)
+    return lambda: None
+
+
+class _TrackedStream(httpcore2.NetworkStream):
+    """A network stream whose reads and writes a cancel can abort."""
+
+    def __init__(self, inner: httpcore2.NetworkStream, aborter: _Aborter) -> None:
+        self._inner = inner
+        self._aborter = aborter
+        self._aborted = False
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        with self._aborter.io(self, httpcore2.ReadError):
+            return self._inner.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        with self._aborter.io(self, httpcore2.WriteError):
+            self._inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore2.NetworkStream:
+        with self._aborter.io(self, httpcore2.ConnectError):
+            upgraded = self._inner.start_tls(ssl_context, server_hostname, timeout)
+        return _TrackedStream(upgraded, self._aborter)
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable" and self._aborted:
+            return True  # how httpcore learns that a pooled connection is dead
+        return self._inner.get_extra_info(info)
+
+    def abort(self) -> None:
+        """Wake the thread blocked on this socket: shutdown, not close (close wakes no ``recv``)."""
+        self._aborted = True
+        sock = self._inner.get_extra_info("socket")
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                # socket.socket's own shutdown: SSLSocket's would drop its SSL object under the
+                # reading thread's feet
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _TrackingBackend(httpcore2.NetworkBackend):
+    """Wraps httpcore's network backend so every stream it opens is a ``_TrackedStream``."""
+
+    def __init__(self, inner: httpcore2.NetworkBackend, aborter: _Aborter) -> None:
+        self._inner = inner
+        self._aborter = aborter
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        stream = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _TrackedStream(stream, self._aborter)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore2.NetworkStream:
+        stream = self._inner.connect_unix_socket(path, timeout, socket_options)
+        return _TrackedStream(stream, self._aborter)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _AbortableClient(openai.DefaultHttpxClient):
+    """The openai SDK's default HTTP client (limits, redirects, proxies from the environment),
+    whose connection pools open ``_TrackedStream`` connections."""
+
+    def __init__(self, aborter: _Aborter, **kwargs: Any) -> None:
+        self._aborter = aborter  # before super().__init__, which builds the transports
+        super().__init__(**kwargs)
+
+    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx2.BaseTransport:
+        return self._track(super()._init_transport(*args, **kwargs))
+
+    def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx2.BaseTransport:
+        return self._track(super()._init_proxy_transport(*args, **kwargs))
+
+    def _track(self, transport: httpx2.BaseTransport) -> httpx2.BaseTransport:
+        pool = getattr(transport, "_pool", None)
+        if isinstance(pool, httpcore2.ConnectionPool):
+            pool._network_backend = _TrackingBackend(pool._network_backend, self._aborter)
+        else:
+            log.warning("cannot abort calls through %r: a cancel waits for the reply", transport)
+        return transport
+
+    def __del__(self) -> None:
+        """Close the pooled connections of a client nobody closed (as the SDK's own does)."""
+        with contextlib.suppress(Exception):
+            if not self.is_closed:
+                self.close()
 
 
 def classify_error(

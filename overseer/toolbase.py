@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from overseer.cancel import CancelToken
 from overseer.usage import Usage
 
 __all__ = ["CallContext", "Tool", "ToolResult"]
@@ -26,14 +27,15 @@ class CallContext:
 
     ``task`` is the step's description and ``inputs`` its dependencies' outputs (empty for a call
     from a node). ``cancelled`` is set when the run no longer wants the result (timeout,
-    fail-fast, Ctrl-C); long-running tools check it. ``deadline`` is a ``time.monotonic()``
-    instant, or None.
+    fail-fast, Ctrl-C); long-running tools check it, and a ``CancelToken`` (the default) also runs
+    the callbacks registered with ``on_cancel``, to unblock a tool stuck in I/O. ``deadline`` is
+    a ``time.monotonic()`` instant, or None.
     """
 
     step_id: str | None = None
     task: str | None = None
     inputs: Mapping[str, str] = field(default_factory=dict)
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=CancelToken)
     deadline: float | None = None
     attempt: int = 1
     extra: dict[str, Any] = field(default_factory=dict)

@@ -281,7 +281,8 @@ class Executor:
             self._halt(f"invalid plan: {exc}", force=True)
             return
         self._records[step.step_id] = StepRecord(step.step_id)
-        self._all_jobs[step.step_id] = _Job(step, CallContext(step_id=step.step_id))
+        ctx = CallContext(step_id=step.step_id, task=step.description)
+        self._all_jobs[step.step_id] = _Job(step, ctx)
         self._record_settled(settled)
 
     def _on_closed(self) -> None:
@@ -318,7 +319,7 @@ class Executor:
             heapq.heappush(self._deadlines, (deadline, next(self._tiebreak), job))
         record = self._records[step.step_id]
         record.status, record.started_at, record.attempts = "running", now, 1
-        job.inputs = self._inputs(step)
+        job.inputs = job.ctx.inputs = self._inputs(step)
         job.ticket = self._pool.submit(partial(self._work, job))
 
     def _inputs(self, step: Step) -> dict[str, str]:

@@ -224,6 +224,8 @@ def test_dependency_outputs_reach_the_runner(bus: EventBus) -> None:
     assert outcome.ok
     assert fake.inputs == {"a": {}, "b": {}, "c": {"a": "alpha", "b": "beta"}}
     assert outcome.steps["c"].output == "out:c"
+    ctx = fake.contexts["c"]
+    assert (ctx.step_id, ctx.task, dict(ctx.inputs)) == ("c", "c", {"a": "alpha", "b": "beta"})
 
 
 def test_an_empty_plan_succeeds_at_once(bus: EventBus) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
 from overseer.proctree import kill_and_wait
 
-__all__ = ["PidsCgroup", "pids_cgroup_base"]
+__all__ = ["PidsCgroup", "candidates_from", "pids_cgroup_base"]
 
 _ROOT = Path("/sys/fs/cgroup")
 _KILL_ROUNDS = 100
@@ -31,15 +32,24 @@ def pids_cgroup_base() -> Path | None:
 
 def _candidates() -> list[Path]:
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        text = Path("/proc/self/cgroup").read_text()
     except OSError:
         return []
+    return candidates_from(text, _v2_delegates_pids)
+
+
+def candidates_from(text: str, delegates: Callable[[Path], bool]) -> list[Path]:
+    """Folders for pids cgroups, from ``/proc/self/cgroup``: the v1 ``pids`` hierarchy, or a v2
+    folder whose children get the pids controller (``delegates``)."""
     found = []
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
         if "pids" in controllers.split(","):
             found.append(_ROOT / "pids" / path.lstrip("/"))
-        elif controllers == "" and _v2_delegates_pids(_ROOT / path.lstrip("/")):
+        elif controllers == "" and delegates(_ROOT / path.lstrip("/")):
             found.append(_ROOT / path.lstrip("/"))
     return found
 

@@ -149,6 +149,7 @@ class _Session:
             )
         )
         self.usage += reply.usage
+        self.services.meter.add_live(self.ctx.step_id, reply.usage)  # for the budget, right away
         self.model = reply.model or self.model
         return reply
 

@@ -307,3 +307,20 @@ def test_run_step_holds_a_slot_and_lends_the_services() -> None:
     assert run.run_step(Spy(), "p", CallContext()).output == "p"
     assert seen["services"] is run and seen["slot"] is not None and seen["free"] == 2
     assert run.gate.free == 3
+
+
+def test_concurrent_batches_share_one_channel_without_mixing_results() -> None:
+    run, _ = services(tool("upper", upper), **{"run.max_workers": 4})
+    results: dict[int, list[object]] = {}
+    with connected(run) as (backend, broker):
+
+        def one(n: int) -> None:
+            results[n] = batch(backend, *[("upper", f"b{n}c{i}") for i in range(10)])
+
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert results == {n: [f"B{n}C{i}" for i in range(10)] for n in range(4)}
+    assert broker.calls == 40

@@ -16,7 +16,7 @@ from overseer.config import ToolSpec, load_settings
 from overseer.errors import ConfigError, ToolError
 from overseer.events import NodeCallFinished, NodeCallStarted, NodeFinished, NodeStarted
 from overseer.report import RunReport
-from overseer.toolbase import CallContext
+from overseer.toolbase import CallContext, Tool
 from tests.fakes import RuleChat, ScriptedChat, plan_json
 from tests.nodehelp import Recorder, processes_with
 
@@ -257,10 +257,89 @@ def test_node_calls_and_steps_share_a_tools_cap() -> None:
     assert order == ["step done", "node call", "node call", "node call"]
 
 
-def _ctx_with_services(tool: CodeTool) -> CallContext:
+def _ctx_with_services(tool: Tool) -> CallContext:
     from overseer.events import EventBus
     from overseer.services import SERVICES_KEY, RunServices
     from overseer.tools import ToolRegistry
 
     services = RunServices.for_run(load_settings(), ToolRegistry([tool]), EventBus(), t0=0.0)
     return CallContext(step_id="s1", task="spin", extra={SERVICES_KEY: services})
+
+
+def test_the_tools_model_and_temperature_reach_the_node_writer() -> None:
+    chat = ScriptedChat("print(1)")
+    spec = ToolSpec(name="code", kind="code", description="d", model="coder", temperature=0.1)
+    tool = code_tool(spec, load_settings(), chat)
+    assert tool.run("do it", {}, _ctx_with_services(tool)).output == "1"
+    [request] = chat.requests
+    assert (request.model, request.temperature) == ("coder", 0.1)
+    assert request.timeout is None  # no step deadline here
+
+
+def test_a_literal_system_prompt_replaces_the_packaged_one() -> None:
+    chat = ScriptedChat("print(2)")
+    spec = ToolSpec(name="code", kind="code", description="d", system_prompt="Write Python.")
+    tool = code_tool(spec, load_settings(), chat)
+    tool.run("x", {}, _ctx_with_services(tool))
+    assert chat.requests[0].messages[0] == {"role": "system", "content": "Write Python."}
+
+
+def test_a_prompt_file_is_rendered_with_the_tools_and_modules() -> None:
+    chat = ScriptedChat("print(3)")
+    spec = ToolSpec(name="code", kind="code", description="d", system_prompt_file="node_system.md")
+    tool = code_tool(spec, load_settings(overrides={"nodes.allowed_modules": ["math"]}), chat)
+    tool.run("x", {}, _ctx_with_services(tool))
+    system = chat.requests[0].messages[0]["content"]
+    assert "import only these modules: math, node_runtime" in system
+    assert "(none)" in system  # the only tool is the code tool itself, which nodes cannot call
+
+
+def test_a_cancelled_step_stops_its_node() -> None:
+    chat = ScriptedChat("while True:\n    pass")
+    spec = ToolSpec(name="code", kind="code", description="d")
+    tool = code_tool(spec, load_settings(overrides={"nodes.max_fixes": 0}), chat)
+    ctx = _ctx_with_services(tool)
+    ctx.cancelled.set()
+    with pytest.raises(ToolError, match="the node was cancelled"):
+        tool.run("spin", {}, ctx)
+
+
+def test_no_fix_is_asked_for_once_the_step_is_cancelled() -> None:
+    chat = ScriptedChat("raise SystemExit(3)")  # a second node request would fail the script
+    spec = ToolSpec(name="code", kind="code", description="d")
+    tool = code_tool(spec, load_settings(), chat)
+    ctx = _ctx_with_services(tool)
+
+    class CancelOnFinish:
+        def __call__(self, event: object) -> None:
+            if isinstance(event, NodeFinished):
+                ctx.cancelled.set()
+
+    services = ctx.extra["overseer.services"]
+    services.bus.subscribe(CancelOnFinish())
+    with pytest.raises(ToolError, match=r"the node failed \(1 attempt\)"):
+        tool.run("x", {}, ctx)
+    assert len(chat.requests) == 1
+
+
+def test_a_spent_budget_fails_the_nodes_calls() -> None:
+    node = (
+        "import json\nfrom node_runtime import call_tools_parallel\n"
+        "out = call_tools_parallel([('translator', 'a'), ('translator', 'b')], "
+        "return_exceptions=True)\n"
+        "print(json.dumps([getattr(o, 'kind', o) for o in out]))"
+    )
+    # the plan's 15 tokens leave room for the step; writing the node (15 more) spends it all
+    report, _, _ = run(ONE_CODE_STEP, Script(node), **{"run.max_tokens": 16})
+    assert json.loads(report.outcome.steps["step1"].output or "") == ["budget", "budget"]
+
+
+def test_failed_calls_still_let_the_node_decide() -> None:
+    node = (
+        "import json\nfrom node_runtime import call_tools_parallel, ToolCallsFailed\n"
+        "try:\n    call_tools_parallel([('translator', 'a'), ('painter', 'b')])\n"
+        "except Exception as exc:\n    print(json.dumps(type(exc).__name__))"
+    )
+    report, recorder, _ = run(ONE_CODE_STEP, Script(node))
+    assert report.outcome.steps["step1"].output == "UnknownToolError"
+    assert recorder.of(NodeCallStarted) == []  # an unknown tool stops the batch before it starts

@@ -236,3 +236,43 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OVERSEER_C"))}
+
+
+def test_an_existing_journal_is_checked_for_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OVERSEER_HOME", str(tmp_path))
+    journal = doctor.journal_path()
+    journal.write_bytes(b"")
+    check = check_journal()
+    assert check.status == "ok" and f"{journal} (exists, writable)" == check.detail
+
+
+def test_a_trial_node_printing_the_wrong_thing_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    def odd(*args: Any, **kwargs: Any) -> sandbox.NodeRun:
+        return sandbox.NodeRun(b'"nope"', "", 0, None, 0.1, 30.0, kwargs["isolation"])
+
+    monkeypatch.setattr(sandbox, "run_node", odd)
+    last = check_sandbox(load_settings())[-1]
+    assert last.status == "FAIL" and "it printed b'\"nope\"'" in last.detail
+
+
+def test_no_tools_at_all_is_a_warning(tmp_path: Path) -> None:
+    settings = load_settings()
+    none = settings.model_copy(update={"tools": ()})
+    [check] = check_tools(none)
+    assert check.status == "warn" and check.detail.startswith("0: ")
+
+
+def test_a_server_answering_garbage_fails_clearly(server: tuple[str, dict[str, Any]]) -> None:
+    url, routes = server
+    routes["/v1/models"] = (200, [1, 2])
+    [check] = check_backend(settings_for(url))
+    assert check.status == "FAIL" and "did not answer with a JSON object" in check.detail
+
+
+def test_a_rate_limited_server_says_so(server: tuple[str, dict[str, Any]]) -> None:
+    url, routes = server
+    routes["/v1/models"] = (429, {"error": {"message": "slow down"}})
+    [check] = check_backend(settings_for(url))
+    assert check.detail.endswith("HTTP 429: rate limited or out of quota (slow down)")

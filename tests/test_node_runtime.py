@@ -263,3 +263,32 @@ def test_a_bad_channel_descriptor_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ToolCallError, match="not an open tool channel"):
         call_tool("echo", "x")
     assert node_runtime._backend is None
+
+
+def test_the_partial_failure_message_counts_every_failure() -> None:
+    first = ToolCallError("no", tool="a")
+    error = ToolCallsFailed(["ok", first, ToolCallError("no", tool="b")], {1: first, 2: first})
+    assert str(error) == "2 of 3 tool calls failed: call 1 (a): no and 1 more"
+    assert error.kind == "partial" and error.tool == "a"
+
+
+def test_an_unknown_tool_with_no_tools_at_all_says_none() -> None:
+    assert str(UnknownToolError("x", [])) == "unknown tool 'x'; the tools are: (none)"
+    assert isinstance(UnknownToolError("x", []), LookupError)
+
+
+def test_batches_from_several_threads_of_a_node_do_not_mix(
+    use: Callable[[FakeBackend], FakeBackend],
+) -> None:
+    use(FakeBackend(lambda call: call.prompt))
+    results: dict[int, list[object]] = {}
+
+    def batch(n: int) -> None:
+        results[n] = call_tools_parallel([("echo", f"{n}-{i}") for i in range(20)])
+
+    threads = [threading.Thread(target=batch, args=(n,)) for n in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == {n: [f"{n}-{i}" for i in range(20)] for n in range(5)}

@@ -429,3 +429,63 @@ def test_plain_unshare_still_isolates_the_network_and_kills_the_group() -> None:
         listener.close()
     assert node.stopped == "timeout" and "refused" in node.stderr
     assert processes_with(marker) == []
+
+
+def test_the_limits_are_in_force_inside_the_node(backend: str) -> None:
+    code = (
+        "import json, resource\n"
+        "names = ['RLIMIT_CPU', 'RLIMIT_AS', 'RLIMIT_FSIZE', 'RLIMIT_NOFILE', 'RLIMIT_CORE']\n"
+        "print(json.dumps({n: resource.getrlimit(getattr(resource, n)) for n in names}))\n"
+    )
+    settings = sandbox(backend, cpu_seconds=7, memory_mb=300, file_size_mb=5, open_files=40)
+    node, _ = run_code(code, settings=settings)
+    assert node.ok, node.stderr
+    limits = json.loads(node.stdout)
+    assert limits["RLIMIT_CPU"] == [7, 8]  # SIGXCPU at 7 s, SIGKILL a second later
+    assert limits["RLIMIT_AS"] == [300 * 1024 * 1024] * 2
+    assert limits["RLIMIT_FSIZE"] == [5 * 1024 * 1024] * 2
+    assert limits["RLIMIT_NOFILE"] == [40, 40] and limits["RLIMIT_CORE"] == [0, 0]
+
+
+def test_a_file_over_the_size_limit_cannot_be_written() -> None:
+    code = (
+        "import json\n"
+        "try:\n    open('big', 'wb').write(b'x' * (2 * 1024 * 1024))\n    print('true')\n"
+        "except OSError as exc:\n    print(json.dumps(exc.errno))\n"
+    )
+    node, _ = run_code(code, settings=sandbox(file_size_mb=1))
+    assert node.ok, node.stderr
+    assert json.loads(node.stdout) == 27  # EFBIG
+
+
+def test_lifted_limits_are_left_alone() -> None:
+    settings = sandbox(cpu_seconds=None, memory_mb=None, file_size_mb=None, open_files=None)
+    code = "import json, resource\nprint(json.dumps(resource.getrlimit(resource.RLIMIT_AS)))"
+    node, _ = run_code(code, settings=settings)
+    assert node.ok and json.loads(node.stdout)[0] == -1  # RLIM_INFINITY
+
+
+def test_the_node_cannot_signal_processes_outside_its_sandbox(backend: str) -> None:
+    iso = decide(sandbox(backend))
+    if not iso.pid_namespace and iso.landlock_abi < 6:
+        pytest.skip("neither a pid namespace nor landlock signal scoping (ABI 6) here")
+    victim = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
+    try:
+        code = (
+            "import os, json\n"
+            f"try:\n    os.kill({victim.pid}, 9)\n    print('true')\n"
+            "except OSError as exc:\n    print(json.dumps(exc.strerror))\n"
+        )
+        node, _ = run_code(code, settings=sandbox(backend))
+        assert node.ok, node.stderr
+        assert json.loads(node.stdout) != "true" and victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_the_user_task_count_covers_this_process() -> None:
+    from overseer import sandbox as sandbox_module
+
+    assert sandbox_module._user_tasks(os.getuid()) >= threading.active_count()
+    assert sandbox_module._nproc(10, "bwrap") == 10

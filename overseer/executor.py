@@ -122,6 +122,7 @@ class Executor:
         max_workers: int = 8,
         tool_caps: Mapping[str, int] | None = None,
         step_timeout: float | None = None,
+        tool_timeouts: Mapping[str, float] | None = None,
         on_error: ErrorPolicy = "fail-fast",
         max_tokens: int | None = None,
         step_retries: int = 0,
@@ -136,6 +137,7 @@ class Executor:
         self._sched = Scheduler(max_running=max_workers, tool_caps=tool_caps, on_error=on_error)
         self._fail_fast = on_error == "fail-fast"
         self._timeout = step_timeout
+        self._tool_timeouts = dict(tool_timeouts or {})
         self._max_tokens = max_tokens
         self._retries = step_retries
         self._clock = clock
@@ -314,13 +316,18 @@ class Executor:
         """Hand a step to a worker; StepStarted is emitted there, off this thread's path."""
         job = self._jobs[step.step_id] = self._all_jobs[step.step_id]
         job.started = now = self._since()
-        if self._timeout is not None:
-            job.ctx.deadline = deadline = time.monotonic() + self._timeout
+        timeout = self._timeout_of(step)
+        if timeout is not None:
+            job.ctx.deadline = deadline = time.monotonic() + timeout
             heapq.heappush(self._deadlines, (deadline, next(self._tiebreak), job))
         record = self._records[step.step_id]
         record.status, record.started_at, record.attempts = "running", now, 1
         job.inputs = job.ctx.inputs = self._inputs(step)
         job.ticket = self._pool.submit(partial(self._work, job))
+
+    def _timeout_of(self, step: Step) -> float | None:
+        """The tool's own timeout where the configuration gives one, else the step timeout."""
+        return self._tool_timeouts.get(step.tool, self._timeout)
 
     def _inputs(self, step: Step) -> dict[str, str]:
         records = self._records
@@ -381,7 +388,9 @@ class Executor:
             return  # the late result of a step that timed out or was given up: ignored
         self._unregister(job)
         at = done.at - self._t0
-        if done.result is None:
+        if done.result is None and self._cancel_reason and job.ctx.cancelled.is_set():
+            self._record_cancelled(job, at, done.error)  # it stopped because the run asked it to
+        elif done.result is None:
             self._fail(job, done.error, at)
         else:
             self._succeed(job, done.result, at)
@@ -478,19 +487,23 @@ class Executor:
         if not self._abandon(job):
             return  # it returned just now: its result is in the inbox
         job.ctx.cancelled.set()
-        error = f"step {job.step.step_id!r} timed out after {float(self._timeout or 0)}s"
+        error = (
+            f"step {job.step.step_id!r} timed out after {float(self._timeout_of(job.step) or 0)}s"
+        )
         self._fail(job, error, self._since())
 
     def _give_up(self, job: _Job) -> None:
         """A running step ignored the cancel grace: record it cancelled, abandon its thread."""
-        if not self._abandon(job):
-            return
+        if self._abandon(job):
+            self._record_cancelled(job, self._since(), self._cancel_reason)
+
+    def _record_cancelled(self, job: _Job, at: float, error: str) -> None:
         step_id = job.step.step_id
         record = self._records[step_id]
-        record.status, record.error = "cancelled", self._cancel_reason
-        record.finished_at, record.attempts = self._since(), job.attempts
+        record.status, record.error = "cancelled", error
+        record.finished_at, record.attempts = at, job.attempts
         self._sched.abandon(step_id)
-        self._emit(StepCancelled(record.finished_at, step_id, self._cancel_reason))
+        self._emit(StepCancelled(at, step_id, self._cancel_reason))
 
     def _abandon(self, job: _Job) -> bool:
         """Detach a running job from the run; False if it already returned."""

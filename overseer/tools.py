@@ -36,11 +36,15 @@ class ToolRegistry:
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self._timeouts: dict[str, float] = {}
         for tool in tools:
             self.register(tool)
 
-    def register(self, tool: Tool) -> None:
+    def register(self, tool: Tool, timeout: float | None = None) -> None:
+        """Add ``tool``; ``timeout`` (seconds) overrides the run's step timeout for its steps."""
         self._tools[tool.name] = tool
+        if timeout is not None:
+            self._timeouts[tool.name] = timeout
 
     def get(self, name: str) -> Tool:
         try:
@@ -60,6 +64,10 @@ class ToolRegistry:
     def caps(self) -> dict[str, int]:
         """Per-tool concurrency caps, for the scheduler."""
         return {n: t.max_concurrency for n, t in self._tools.items() if t.max_concurrency}
+
+    def timeouts(self) -> dict[str, float]:
+        """Per-tool step timeouts, for the executor."""
+        return dict(self._timeouts)
 
     def describe(self) -> str:
         """One line per tool, as the planner is shown them."""
@@ -89,6 +97,7 @@ class LlmTool:
             temperature=options.get("temperature", self.temperature),
             max_tokens=options.get("max_tokens", self.max_tokens),
             timeout=ctx.remaining(),
+            cancel=ctx.cancelled,
         )
         reply = self.chat.complete(request)
         return ToolResult(output=reply.text, usage=reply.usage, model=reply.model)
@@ -204,5 +213,5 @@ def build_registry(
         factory = factories.get(spec.kind)
         if factory is None:
             raise ConfigError(f"tool {spec.name!r}: kind {spec.kind!r} is not available here")
-        registry.register(factory(spec, settings, chat))
+        registry.register(factory(spec, settings, chat), timeout=spec.timeout)
     return registry

@@ -500,8 +500,39 @@ def test_cancel_stops_new_steps_and_signals_running_ones(bus: EventBus) -> None:
     assert outcome.status == "cancelled"
     assert outcome.reason == "interrupted by the user"
     assert outcome.steps["b"].status == "cancelled"
+    # a step that stops because the run asked it to is cancelled, not failed; its words are kept
+    assert outcome.steps["a"].status == "cancelled"
     assert outcome.steps["a"].error == "stopped on request"
     assert fake.calls == ["a"]
+
+
+def test_a_failure_unrelated_to_a_cancel_is_still_a_failure(bus: EventBus) -> None:
+    fake = FakeRunner({"a": lambda *_: (_ for _ in ()).throw(RuntimeError("real fault"))})
+    outcome = executor(fake, bus).run(plan(step("a")))
+    assert statuses(outcome) == {"a": "failed"}
+
+
+def test_a_tool_timeout_overrides_the_step_timeout(bus: EventBus, release: threading.Event) -> None:
+    fake = FakeRunner(
+        {
+            "slow": lambda *_: release.wait(WAIT),
+            "patient": lambda *_: wait_for(fake.started("slow")),
+        }
+    )
+    ex = executor(
+        fake,
+        bus,
+        step_timeout=30,
+        tool_timeouts={"quick": 0.1},
+        on_error="continue",
+    )
+    outcome = ex.run(plan(step("slow", tool="quick"), step("patient")))
+    assert statuses(outcome) == {"slow": "failed", "patient": "succeeded"}
+    assert outcome.steps["slow"].error == "step 'slow' timed out after 0.1s"
+    deadline_slow = fake.contexts["slow"].deadline
+    deadline_patient = fake.contexts["patient"].deadline
+    assert deadline_slow is not None and deadline_patient is not None
+    assert deadline_patient - deadline_slow > 10  # the other tool kept the 30 s step timeout
 
 
 def test_cancel_gives_up_on_a_step_that_ignores_it(

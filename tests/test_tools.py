@@ -116,6 +116,18 @@ def test_disabled_tools_are_left_out() -> None:
     assert build_registry(Settings(tools=specs), ScriptedChat()).names() == ["a"]
 
 
+def test_tool_timeouts_come_from_the_config() -> None:
+    specs = (ToolSpec(name="a", description="d", timeout=5), ToolSpec(name="b", description="d"))
+    assert build_registry(Settings(tools=specs), ScriptedChat()).timeouts() == {"a": 5}
+
+
+def test_an_llm_step_hands_its_cancel_token_to_the_call() -> None:
+    chat = ScriptedChat("x")
+    ctx = CallContext()
+    LlmTool("t", "d", "s", chat).run("p", {}, ctx)
+    assert chat.requests[0].cancel is ctx.cancelled
+
+
 def test_caps_come_from_max_concurrency() -> None:
     specs = (
         ToolSpec(name="a", description="d", max_concurrency=2),

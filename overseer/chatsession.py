@@ -67,7 +67,7 @@ class ChatSession:
         watchers: tuple[WatcherFactory, ...] = (),
     ) -> None:
         base = Overseer(settings, chat=chat, registry=registry)
-        self.settings = settings
+        self.settings = base.settings  # pointed at the embedded model when it started one
         self.chat = base.chat
         self.registry = base.registry
         self.journal = base.journal  # every turn is recorded here (None: journal: false)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -42,6 +43,7 @@ pytestmark = [
     ),
 ]
 
+ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 300  # seconds any one test may take (pytest-timeout), with room for a loaded machine
 TOOLS = [t.name for t in load_settings().enabled_tools]
 # Short replies, a small context, few steps: the machinery, quickly.
@@ -86,15 +88,22 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def run_command(*args: str, marker: str) -> subprocess.CompletedProcess[str]:
-    """``python -m overseer ARGS`` with no API key, base URL or config in its environment."""
+def command_env(marker: str) -> dict[str, str]:
+    """The environment less any API key, base URL or config; ``marker`` is inherited by the
+    model server the command starts, so that a left-over server can be found."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OVERSEER_C"))}
-    env["OVERSEER_TEST_MARKER"] = marker  # inherited by the model server it starts
+    env["OVERSEER_TEST_MARKER"] = marker
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_command(*args: str, marker: str) -> subprocess.CompletedProcess[str]:
+    """``python -m overseer ARGS`` on the embedded default."""
     return subprocess.run(
         [sys.executable, "-m", "overseer", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=command_env(marker),
         timeout=LIMIT - 20,
         stdin=subprocess.DEVNULL,
     )
@@ -198,3 +207,49 @@ def test_the_plan_command_with_a_tiny_reply_limit_exits_3(tmp_path: Path) -> Non
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("overseer: error: no valid plan") and "cut off" in line
     assert processes_with(marker) == []
+
+
+# Only a tool that waits for Ctrl-C: every step of the plan uses it (the schema's tool enum).
+WAITING = (
+    CONFIG
+    + "tools:\n"
+    + "".join(f"  - {{name: {name}, enabled: false}}\n" for name in TOOLS)
+    + (
+        "  - {name: waiter, kind: python, description: Waits.,"
+        ' function: "tests.blocking_tool:wait_for_interrupt"}\n'
+    )
+)
+
+
+@pytest.mark.timeout(LIMIT)
+def test_ctrl_c_during_a_run_exits_130_and_stops_the_server(tmp_path: Path) -> None:
+    config = tmp_path / "waiting.yaml"
+    config.write_text(WAITING)
+    marker = uuid.uuid4().hex
+    command = [sys.executable, "-m", "overseer", "wait", "--json", "--config", str(config)]
+    process = subprocess.Popen(
+        command,
+        env=command_env(marker),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:  # progress: the plan, then "stepN started"
+            seen.append(line)
+            if " started" in line:
+                break
+        server = [pid for pid in processes_with(marker) if pid != process.pid]
+        assert server, "".join(seen)  # the model server runs while the step does
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=LIMIT - 60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, "".join(seen) + stderr
+    data = json.loads(stdout)
+    assert data["status"] == "failed" and "interrupted" in (data["reason"] or "")
+    assert processes_with(marker) == [], "the model server outlived the interrupted command"

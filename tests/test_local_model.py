@@ -518,3 +518,12 @@ def _plan(french_deps: Sequence[str], spanish_deps: Sequence[str]) -> str:
     steps[1]["depends_on"] = list(french_deps)  # type: ignore[assignment]
     steps[2]["depends_on"] = list(spanish_deps)  # type: ignore[assignment]
     return json.dumps({"steps": steps})
+
+
+def test_a_chat_session_plans_with_the_embedded_settings(fake_local: list[LocalServer]) -> None:
+    from overseer.chatsession import ChatSession
+
+    session = ChatSession(load_settings(overrides={"local.max_tokens": 31}))
+    assert session.settings.planner.ordered_steps
+    assert session.settings.backend.base_url == fake_local[0].base_url
+    assert session.plan("write a joke and translate it").plan.ids == ["step1", "step2"]

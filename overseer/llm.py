@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import ipaddress
 import json
 import logging
 import math
@@ -132,7 +133,9 @@ class OpenAIChat:
             api_key=api_key or _PLACEHOLDER_API_KEY,
             timeout=request_timeout,
             max_retries=0,
-            http_client=_AbortableClient(self._aborter, timeout=request_timeout),
+            http_client=_AbortableClient(
+                self._aborter, timeout=request_timeout, trust_env=not _is_loopback(base_url)
+            ),
         )
         self._where = _display_url(str(self._client.base_url).rstrip("/"))
 
@@ -402,6 +405,20 @@ class _TrackingBackend(httpcore2.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
+
+
+def _is_loopback(base_url: str | None) -> bool:
+    """A server on this machine (localhost, 127.0.0.0/8, ::1) is never reached through a proxy
+    from the environment: HTTP_PROXY without NO_PROXY would otherwise swallow local servers."""
+    if not base_url:
+        return False
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _AbortableClient(openai.DefaultHttpxClient):

@@ -442,3 +442,41 @@ def test_cancelling_the_run_ends_the_worker_blocked_on_a_held_reply(server: Serv
     assert not runner.is_alive() and box[0].status == "cancelled"
     _assert_workers_end(before)
     assert len(server.fake.requests) == 1
+
+
+def test_a_loopback_server_is_reached_directly_despite_a_proxy_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP_PROXY without NO_PROXY must not swallow local servers (llama.cpp, vLLM, Ollama)."""
+    from overseer.chat import ChatRequest
+    from overseer.llm import OpenAIChat
+    from tests.fake_openai import FakeOpenAI
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with FakeOpenAI(lambda body: "direct") as fake:
+        url = fake.url.replace("127.0.0.1", "localhost")
+        for base in (fake.url, url):
+            chat = OpenAIChat(base_url=base, api_key=None, model="m")
+            reply = chat.complete(ChatRequest(messages=[{"role": "user", "content": "hi"}]))
+            assert reply.text == "direct"
+
+
+@pytest.mark.parametrize(
+    ("url", "loopback"),
+    [
+        ("http://127.0.0.1:8080/v1", True),
+        ("http://127.1.2.3/v1", True),
+        ("http://[::1]:8000/v1", True),
+        ("http://LOCALHOST:11434/v1", True),
+        ("https://api.openai.com/v1", False),
+        ("http://10.0.0.5:8000/v1", False),
+        (None, False),
+    ],
+)
+def test_which_servers_count_as_loopback(url: str | None, loopback: bool) -> None:
+    from overseer.llm import _is_loopback
+
+    assert _is_loopback(url) is loopback

@@ -132,19 +132,19 @@ def _warn_about_journal(event: Any) -> None:
     from overseer.events import JournalProblem
 
     if isinstance(event, JournalProblem):
-        _say(f"warning: {event.message}")
+        say(f"warning: {event.message}")
 
 
 def print_report(args: argparse.Namespace, report: Any, *, resumable: bool = False) -> int:
     """Print a finished run as the one-shot command does; returns its exit code."""
     if args.json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
     else:
         print(report.answer)
     if report.outcome.reason and not report.outcome.ok:
-        _say(f"run {report.status}: {report.outcome.reason}")
+        say(f"run {report.status}: {report.outcome.reason}")
     if resumable and not report.outcome.ok:
-        _say(f"to continue it: overseer resume {report.run_id}")
+        say(f"to continue it: overseer resume {report.run_id}")
     return int(report.exit_code)
 
 
@@ -170,22 +170,22 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     with Overseer(settings_from_args(args)) as engine:
         result = engine.plan(args.request)
     if args.format == "json":
-        _print_json(result.plan.to_dict())
+        print_json(result.plan.to_dict())
     else:
         from overseer.graph import render_graph
 
         sys.stdout.write(render_graph(result.plan, args.format))
     for warning in result.warnings:
-        _say(f"warning: {warning}")
+        say(f"warning: {warning}")
     return 0
 
 
-def _print_json(data: Any) -> None:
+def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
     sys.stdout.flush()
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     sys.stderr.write(f"overseer: {message}\n")
     sys.stderr.flush()
 
@@ -253,13 +253,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
-        _say("interrupted")
+        say("interrupted")
         return EXIT_INTERRUPTED
     except PermanentBackendError as exc:
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         return EXIT_CONFIG if exc.is_configuration else exc.exit_code
     except OverseerError as exc:
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         return exc.exit_code
 
 

@@ -7,10 +7,10 @@ Thin wiring of ``store.Journal`` for the shell; the text formatting is pure (``f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from overseer.cli import print_json, say
 from overseer.errors import OverseerError, UsageError
 
 if TYPE_CHECKING:
@@ -104,13 +104,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return _show(journal, args)
     summaries = journal.list_runs(args.limit or None)
     if args.json:
-        _print_json([s.to_dict() for s in summaries])
+        print_json([s.to_dict() for s in summaries])
     elif summaries:
         sys.stdout.write(format_runs(summaries))
         if len(summaries) == args.limit:
-            _say(f"the newest {args.limit} runs; --limit 0 lists them all")
+            say(f"the newest {args.limit} runs; --limit 0 lists them all")
     else:
-        _say(f"no runs recorded yet (journal: {journal.path})")
+        say(f"no runs recorded yet (journal: {journal.path})")
     return 0
 
 
@@ -120,7 +120,7 @@ def _show(journal: Journal, args: argparse.Namespace) -> int:
     stored = journal.load(args.run_id)
     fmt = "json" if getattr(args, "json", False) else args.format
     if fmt == "json":
-        _print_json(stored.to_json())
+        print_json(stored.to_json())
     elif fmt == "text":
         sys.stdout.write(format_run(stored))
     elif stored.plan is None:
@@ -151,7 +151,7 @@ def _run_resumed(args: argparse.Namespace, engine: Any, stored: StoredRun) -> Ru
     from overseer.cli import make_display
 
     done = len(stored.prior)
-    _say(f"resuming run {stored.run_id} ({done} step{'s' * (done != 1)} already done)")
+    say(f"resuming run {stored.run_id} ({done} step{'s' * (done != 1)} already done)")
     display = make_display(args)
     if display is not None:
         engine.subscribe(display.handle)
@@ -166,9 +166,9 @@ def _run_resumed(args: argparse.Namespace, engine: Any, stored: StoredRun) -> Ru
 
 
 def _already_succeeded(args: argparse.Namespace, stored: StoredRun) -> int:
-    _say(f"run {stored.run_id} already succeeded; nothing to resume")
+    say(f"run {stored.run_id} already succeeded; nothing to resume")
     if args.json:
-        _print_json(stored.to_json())
+        print_json(stored.to_json())
     else:
         print(stored.answer)
     return 0
@@ -285,13 +285,3 @@ def _when(unix: float, *, seconds: bool = False) -> str:
     from datetime import datetime
 
     return datetime.fromtimestamp(unix).strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else ""))
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
-    sys.stdout.flush()
-
-
-def _say(message: str) -> None:
-    sys.stderr.write(f"overseer: {message}\n")
-    sys.stderr.flush()

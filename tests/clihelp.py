@@ -11,6 +11,19 @@ from typing import Any
 
 from tests.fake_openai import FakeReply
 
+SHARED_FLAGS = (
+    "--config",
+    "--base-url",
+    "--model",
+    "--planner-model",
+    "--max-workers",
+    "--step-timeout",
+    "--on-error",
+    "--max-tokens",
+    "--json",
+)
+"""The flags DESIGN.md says every command that plans or runs takes."""
+
 PLAN_SYSTEM_MARK = "You are the planner"
 ANSWER_SYSTEM_MARK = "final answer"
 

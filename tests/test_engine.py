@@ -281,3 +281,54 @@ def test_tool_specs_from_settings_build_the_registry() -> None:
     settings = Settings(tools=(ToolSpec(name="only", description="the one tool"),))
     eng = Overseer(settings, chat=RuleChat([]))
     assert eng.registry.names() == ["only"]
+
+
+def test_a_ctrl_c_taken_by_a_worker_thread_still_interrupts_the_wait_for_the_run() -> None:
+    """Under load the kernel may deliver SIGINT to a worker thread blocked in C; the main thread,
+    waiting for the run, must still get KeyboardInterrupt long before the run ends on its own."""
+    import os
+    import select
+    import signal
+    import sys
+
+    from overseer.engine import wait_interruptibly
+
+    done = threading.Event()
+    ends_on_its_own = threading.Timer(30, done.set)
+    read_end, write_end = os.pipe()
+    blocked = threading.Event()
+
+    def worker() -> None:  # blocked in C: a signal delivered here only trips Python's flag
+        blocked.set()
+        select.select([read_end], [], [], 60)
+
+    main = threading.main_thread().ident
+
+    def main_is_waiting() -> bool:
+        frame = sys._current_frames().get(main or 0)
+        while frame is not None and frame.f_code.co_name != "wait_interruptibly":
+            frame = frame.f_back
+        return frame is not None
+
+    def sender(target: threading.Thread) -> None:
+        # no event says "the main thread is now blocked in the wait": look at its frame
+        while not main_is_waiting() and not done.is_set():
+            blocked.wait(0.01)
+        assert target.ident is not None
+        signal.pthread_kill(target.ident, signal.SIGINT)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ends_on_its_own.start()
+            thread.start()
+            blocked.wait(10)
+            threading.Thread(target=sender, args=(thread,), daemon=True).start()
+            wait_interruptibly(done)
+        assert not done.is_set(), "the interrupt only arrived when the run ended by itself"
+    finally:
+        ends_on_its_own.cancel()
+        os.write(write_end, b"x")
+        thread.join(10)
+        os.close(read_end)
+        os.close(write_end)

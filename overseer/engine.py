@@ -15,8 +15,9 @@ import weakref
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+from overseer.cancel import CancelToken
 from overseer.chat import ChatClient, ChatRequest
 from overseer.config import Settings, load_settings
 from overseer.errors import BackendError, PermanentBackendError, PlanError
@@ -44,6 +45,8 @@ from overseer.tools import ToolFactory, ToolRegistry, build_registry
 from overseer.usage import Usage
 
 __all__ = ["Overseer", "make_chat", "open_backend"]
+
+T = TypeVar("T")
 
 
 def open_backend(settings: Settings, resources: ExitStack) -> Settings:
@@ -158,9 +161,10 @@ class Overseer:
             model=self.settings.backend.effective_planner_model,
             on_usage=lambda u, m: bus.emit(UsageRecorded(_since(start), u, None, "plan", m)),
             on_reject=lambda n, p: bus.emit(PlanRejected(_since(start), n, tuple(p))),
+            cancel=CancelToken(),
         )
         try:
-            result = planner.plan(request, context)
+            result = call_interruptibly(lambda: planner.plan(request, context), planner.cancel)
         except BackendError as exc:
             if isinstance(exc, PermanentBackendError) and exc.is_configuration:
                 raise
@@ -290,21 +294,20 @@ class _Run:
             f"[{s.step_id}] {s.description}\n{outcome.steps[s.step_id].output or ''}"
             for s in plan.steps
         )
-        reply = self.owner.chat.complete(
-            ChatRequest(
-                messages=[
-                    {"role": "system", "content": render("synthesize_system.md")},
-                    {
-                        "role": "user",
-                        "content": render(
-                            "synthesize_user.md", request=self.request, results=results
-                        ),
-                    },
-                ],
-                model=self.owner.settings.backend.effective_planner_model,
-                max_tokens=self.owner.settings.run.answer_max_tokens,
-            )
+        cancel = CancelToken()
+        request = ChatRequest(
+            messages=[
+                {"role": "system", "content": render("synthesize_system.md")},
+                {
+                    "role": "user",
+                    "content": render("synthesize_user.md", request=self.request, results=results),
+                },
+            ],
+            model=self.owner.settings.backend.effective_planner_model,
+            max_tokens=self.owner.settings.run.answer_max_tokens,
+            cancel=cancel,
         )
+        reply = call_interruptibly(lambda: self.owner.chat.complete(request), cancel)
         self.extra_usage += reply.usage
         self.bus.emit(UsageRecorded(_since(self.t0), reply.usage, None, "answer", reply.model))
         return reply.text.strip()
@@ -384,6 +387,36 @@ def _run_interruptibly(
         raise failure[0]
     return box[0]
 
+
+def call_interruptibly(call: Callable[[], T], cancel: threading.Event) -> T:
+    """``call()`` on a helper thread while this one waits interruptibly: on Ctrl-C, ``cancel``
+    is set (which aborts the HTTP exchange in flight) and KeyboardInterrupt goes on up."""
+    box: list[T] = []
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box.append(call())
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="overseer-call", daemon=True).start()
+    try:
+        wait_interruptibly(done)
+    except KeyboardInterrupt:
+        cancel.set()
+        done.wait(CANCEL_JOIN_S)
+        raise
+    if failure:
+        raise failure[0]
+    return box[0]
+
+
+CANCEL_JOIN_S = 5.0
+"""How long an interrupted call may take to wind down after its cancel (it is aborted at once)."""
 
 SIGNAL_CHECK_S = 0.2
 """How often a main thread waiting on a run returns to Python code to act on a pending Ctrl-C."""

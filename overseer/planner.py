@@ -6,6 +6,7 @@ Semantic re-asks live here and only here; transport retries live in ``llm.py``.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,8 @@ class Planner:
     model: str | None = None
     on_usage: UsageSink | None = None
     on_reject: RejectSink | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    """Set it to abort the planning call in flight (Ctrl-C)."""
 
     def plan(self, request: str, context: str = "") -> PlanResult:
         """A valid plan, or ``PlanError`` once ``max_repairs`` re-asks have failed too."""
@@ -84,6 +87,7 @@ class Planner:
                 self.tool_names, self.settings.max_steps, ordered=self.settings.ordered_steps
             ),
             schema_name="plan",
+            cancel=self.cancel,
         )
 
     def _parse(self, reply: ChatReply) -> Plan:

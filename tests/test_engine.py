@@ -332,3 +332,38 @@ def test_a_ctrl_c_taken_by_a_worker_thread_still_interrupts_the_wait_for_the_run
         thread.join(10)
         os.close(read_end)
         os.close(write_end)
+
+
+def test_ctrl_c_while_planning_aborts_the_call_in_flight() -> None:
+    """The planner's HTTP call is cut, not left waiting on the server; nothing is left running."""
+    import os
+    import signal
+
+    from tests.fake_openai import FakeOpenAI, FakeReply
+
+    arrived, never = threading.Event(), threading.Event()
+
+    def respond(body: dict[str, object]) -> FakeReply:
+        arrived.set()
+        return FakeReply(content="{}", wait=never)  # the plan never comes
+
+    def interrupt() -> None:
+        if arrived.wait(10):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with FakeOpenAI(respond) as fake:
+        settings = load_settings(overrides={"backend.base_url": fake.url, "journal": False})
+        engine = Overseer(settings)
+        watcher = threading.Thread(target=interrupt, daemon=True)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                watcher.start()
+                engine.run("x")
+            calls = [t for t in threading.enumerate() if t.name == "overseer-call"]
+            for thread in calls:
+                thread.join(10)
+            assert not any(t.is_alive() for t in calls), "the planning call was left running"
+            assert len(fake.requests) == 1  # aborted, not retried
+        finally:
+            never.set()
+            engine.close()

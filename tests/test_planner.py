@@ -138,3 +138,10 @@ def test_the_planner_request_is_a_chat_request() -> None:
     make(chat).plan("x")
     assert isinstance(chat.requests[0], ChatRequest)
     assert chat.requests[0].temperature == 0.0
+
+
+def test_the_planning_call_carries_the_planner_cancel_token() -> None:
+    chat = ScriptedChat(GOOD)
+    planner = make(chat)
+    planner.plan("x")
+    assert chat.requests[0].cancel is planner.cancel

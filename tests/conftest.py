@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 _SECRET_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OVERSEER_CONFIG", "NO_COLOR")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C must work in the tests that send it, however the suite was started.
+
+    A non-interactive shell starts a background job (``cmd &``, as some CI runners do) with SIGINT
+    ignored; Python then installs no KeyboardInterrupt handler, and every process the tests start
+    inherits the ignore. Restoring the default here fixes both: exec resets a handled signal to
+    its default in children, so each overseer the tests start handles Ctrl-C as at a terminal.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from overseer.cancel import CancelToken
 from overseer.chat import ChatClient, ChatRequest
@@ -353,66 +353,70 @@ def listing(plan: Plan, outcome: RunOutcome) -> str:
     return "\n\n".join(parts)
 
 
+class _Background(Generic[T]):
+    """``call()`` run once: on a helper thread, or on the caller's when it claims it first."""
+
+    def __init__(self, call: Callable[[], T]) -> None:
+        self._call = call
+        self._box: list[T] = []
+        self._failure: list[BaseException] = []
+        self._claim = threading.Lock()
+        self.done = threading.Event()
+
+    def start(self, name: str) -> None:
+        threading.Thread(target=self.run_here, name=name, daemon=True).start()
+
+    def run_here(self) -> None:
+        """Run the call unless another thread already claimed it."""
+        if not self._claim.acquire(blocking=False):
+            return
+        try:
+            self._box.append(self._call())
+        except BaseException as exc:  # re-raised in the caller's thread by result()
+            self._failure.append(exc)
+        finally:
+            self.done.set()
+
+    def forestall(self) -> bool:
+        """Claim the call so that it never runs; False when it had begun already."""
+        return self._claim.acquire(blocking=False)
+
+    def result(self) -> T:
+        if self._failure:
+            raise self._failure[0]
+        return self._box[0]
+
+
 def _run_interruptibly(
     executor: Executor, plan: Plan, prior: Mapping[str, StepRecord] | None
 ) -> RunOutcome:
-    """Run in a helper thread so Ctrl-C in the main thread cancels the run cleanly.
-
-    Whoever takes ``claim`` first runs the executor: the helper thread, or the main thread when
-    Ctrl-C came while the helper was still starting (the run, cancelled already, ends at once).
+    """Run on a helper thread so Ctrl-C in the main thread cancels the run cleanly. When Ctrl-C
+    comes while the helper is still starting, the main thread runs it (cancelled: it ends at once).
     """
-    box: list[RunOutcome] = []
-    failure: list[BaseException] = []
-    done = threading.Event()
-    claim = threading.Lock()
-
-    def target() -> None:
-        if not claim.acquire(blocking=False):
-            return  # the other thread runs it
-        try:
-            box.append(executor.run(plan, prior))
-        except BaseException as exc:  # re-raised in the caller's thread
-            failure.append(exc)
-        finally:
-            done.set()
-
+    job = _Background(lambda: executor.run(plan, prior))
     try:
-        threading.Thread(target=target, name="overseer-run", daemon=True).start()
-        wait_interruptibly(done)
+        job.start("overseer-run")
+        wait_interruptibly(job.done)
     except KeyboardInterrupt:
         executor.cancel("interrupted by the user")
-        target()  # does nothing unless the helper never began
-        done.wait()
-    if failure:
-        raise failure[0]
-    return box[0]
+        job.run_here()  # does nothing unless the helper never began
+        job.done.wait()
+    return job.result()
 
 
 def call_interruptibly(call: Callable[[], T], cancel: threading.Event) -> T:
     """``call()`` on a helper thread while this one waits interruptibly: on Ctrl-C, ``cancel``
     is set (which aborts the HTTP exchange in flight) and KeyboardInterrupt goes on up."""
-    box: list[T] = []
-    failure: list[BaseException] = []
-    done = threading.Event()
-
-    def target() -> None:
-        try:
-            box.append(call())
-        except BaseException as exc:  # re-raised in the caller's thread
-            failure.append(exc)
-        finally:
-            done.set()
-
-    threading.Thread(target=target, name="overseer-call", daemon=True).start()
+    job = _Background(call)
     try:
-        wait_interruptibly(done)
+        job.start("overseer-call")
+        wait_interruptibly(job.done)
     except KeyboardInterrupt:
         cancel.set()
-        done.wait(CANCEL_JOIN_S)
+        if not job.forestall():
+            job.done.wait(CANCEL_JOIN_S)
         raise
-    if failure:
-        raise failure[0]
-    return box[0]
+    return job.result()
 
 
 CANCEL_JOIN_S = 5.0

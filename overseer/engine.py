@@ -116,7 +116,7 @@ class Overseer:
             self.settings = settings or load_settings()
             if chat is None:
                 self.settings = open_backend(self.settings, self._resources)
-                chat = make_chat(self.settings)
+                chat = make_chat(self.settings, self._resources)  # no server twice, no atexit
                 weakref.finalize(chat, self._resources.close)
             self.chat = chat
             self.registry = registry or build_registry(self.settings, self.chat, tool_factories)
@@ -256,9 +256,7 @@ class _Run:
         )
 
     def _run_step(self, step: Step, inputs: Mapping[str, str], ctx: CallContext) -> ToolResult:
-        tool = self.owner.registry.get(step.tool)
-        ctx.task = step.description
-        ctx.inputs = dict(inputs)
+        tool = self.owner.registry.get(step.tool)  # the executor set ctx.task and ctx.inputs
         return self.services.run_step(tool, self.step_prompt(step, inputs), ctx)
 
     def step_prompt(self, step: Step, inputs: Mapping[str, str]) -> str:

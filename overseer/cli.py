@@ -141,6 +141,8 @@ def print_report(args: argparse.Namespace, report: Any, *, resumable: bool = Fal
         print_json(report.to_json())
     else:
         print(report.answer)
+        for warning in report.warnings:  # in --json they are the "warnings" field
+            say(f"warning: {warning}")
     if report.outcome.reason and not report.outcome.ok:
         say(f"run {report.status}: {report.outcome.reason}")
     if resumable and not report.outcome.ok:

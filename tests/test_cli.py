@@ -280,3 +280,16 @@ def test_version_and_help() -> None:
     help_text = run_cli("--help").stdout
     for flag in SHARED_FLAGS:
         assert flag in help_text
+
+
+def test_a_failed_final_answer_is_explained_on_stderr_and_the_outputs_printed() -> None:
+    def respond(body: dict[str, Any]) -> FakeReply | str:
+        if role_of(body) == "answer":
+            return FakeReply(status=400, content="too long")
+        return responder([JOKE])(body) if role_of(body) == "plan" else "out"
+
+    with FakeOpenAI(respond) as fake:
+        result = run_cli("jokes", *base(fake, "-q"))
+    assert result.returncode == 0
+    assert result.stdout.startswith("## Write a joke")
+    assert "warning: the final answer could not be composed" in result.stderr

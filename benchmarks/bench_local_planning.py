@@ -32,12 +32,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from overseer.backends.local_model import BUNDLED_MODELS, missing_packages
 from overseer.config import Settings, load_settings
+from overseer.core.plan import Plan, Step
 from overseer.engine import Overseer
 from overseer.errors import PlanError
 from overseer.events import Event, PlanRejected
-from overseer.local_model import BUNDLED_MODELS, missing_packages
-from overseer.plan import Plan, Step
 
 __all__ = ["Case", "Score", "main", "score_plan"]
 

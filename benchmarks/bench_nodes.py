@@ -19,14 +19,14 @@ import statistics
 import time
 from collections.abc import Callable
 
-from overseer.broker import Broker
 from overseer.config import load_settings
+from overseer.config.nodes import SandboxSettings
 from overseer.events import Event, EventBus, NodeCallStarted
-from overseer.isolation import SandboxUnavailable, decide
-from overseer.node_settings import SandboxSettings
-from overseer.sandbox import NodeRun, run_node
-from overseer.services import RunServices
-from overseer.tools import FunctionTool, ToolRegistry
+from overseer.nodes.broker import Broker
+from overseer.nodes.isolation import SandboxUnavailable, decide
+from overseer.nodes.sandbox import NodeRun, run_node
+from overseer.tools.registry import FunctionTool, ToolRegistry
+from overseer.tools.services import RunServices
 
 FIRST_CALL = "from node_runtime import call_tool\ncall_tool('noop', 'x')\nprint(1)\n"
 MANY = """import json, time

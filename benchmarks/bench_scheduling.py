@@ -28,11 +28,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from overseer.core.executor import Executor
+from overseer.core.plan import Plan, Step
+from overseer.core.scheduler import critical_path, levels
+from overseer.core.toolbase import CallContext, ToolResult
 from overseer.events import EventBus
-from overseer.executor import Executor
-from overseer.plan import Plan, Step
-from overseer.scheduler import critical_path, levels
-from overseer.toolbase import CallContext, ToolResult
 
 __all__ = ["Shape", "main"]
 

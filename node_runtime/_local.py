@@ -25,12 +25,12 @@ class LocalBackend:
     """Runs each call on its own thread against tools built from the configuration."""
 
     def __init__(self, tools: Any) -> None:
-        self._tools = tools  # overseer.standalone.NodeTools
+        self._tools = tools  # overseer.nodes.standalone.NodeTools
 
     @classmethod
     def from_config(cls) -> LocalBackend:
         try:
-            from overseer.standalone import NodeTools
+            from overseer.nodes.standalone import NodeTools
         except ImportError as exc:
             raise ToolCallError(
                 f"run outside overseer, node_runtime needs overseer installed ({exc})",

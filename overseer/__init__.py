@@ -11,8 +11,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from overseer.chat import ChatClient, ChatReply, ChatRequest
+    from overseer.backends.chat import ChatClient, ChatReply, ChatRequest
     from overseer.config import Settings, ToolSpec, load_settings
+    from overseer.core.plan import Plan, Step, parse_plan
+    from overseer.core.report import RunReport
+    from overseer.core.toolbase import CallContext, Tool, ToolResult
     from overseer.engine import Overseer
     from overseer.errors import (
         BackendError,
@@ -33,47 +36,44 @@ if TYPE_CHECKING:
         StepStarted,
         UsageRecorded,
     )
-    from overseer.plan import Plan, Step, parse_plan
-    from overseer.report import RunReport
-    from overseer.toolbase import CallContext, Tool, ToolResult
-    from overseer.tools import FunctionTool, LlmTool, ToolRegistry
+    from overseer.tools.registry import FunctionTool, LlmTool, ToolRegistry
     from overseer.usage import Usage
 
 # Imported on first use (PEP 562), so that importing one submodule stays cheap.
 _WHERE = {
     "BackendError": "overseer.errors",
-    "CallContext": "overseer.toolbase",
-    "ChatClient": "overseer.chat",
-    "ChatReply": "overseer.chat",
-    "ChatRequest": "overseer.chat",
+    "CallContext": "overseer.core.toolbase",
+    "ChatClient": "overseer.backends.chat",
+    "ChatReply": "overseer.backends.chat",
+    "ChatRequest": "overseer.backends.chat",
     "ConfigError": "overseer.errors",
     "Event": "overseer.events",
     "EventBus": "overseer.events",
-    "FunctionTool": "overseer.tools",
-    "LlmTool": "overseer.tools",
+    "FunctionTool": "overseer.tools.registry",
+    "LlmTool": "overseer.tools.registry",
     "Overseer": "overseer.engine",
     "OverseerError": "overseer.errors",
-    "Plan": "overseer.plan",
+    "Plan": "overseer.core.plan",
     "PlanError": "overseer.errors",
     "PlanReady": "overseer.events",
     "PlanValidationError": "overseer.errors",
     "RunFinished": "overseer.events",
-    "RunReport": "overseer.report",
+    "RunReport": "overseer.core.report",
     "Settings": "overseer.config",
-    "Step": "overseer.plan",
+    "Step": "overseer.core.plan",
     "StepFailed": "overseer.events",
     "StepFinished": "overseer.events",
     "StepStarted": "overseer.events",
-    "Tool": "overseer.toolbase",
+    "Tool": "overseer.core.toolbase",
     "ToolError": "overseer.errors",
-    "ToolRegistry": "overseer.tools",
-    "ToolResult": "overseer.toolbase",
+    "ToolRegistry": "overseer.tools.registry",
+    "ToolResult": "overseer.core.toolbase",
     "ToolSpec": "overseer.config",
     "UnknownToolError": "overseer.errors",
     "Usage": "overseer.usage",
     "UsageRecorded": "overseer.events",
     "load_settings": "overseer.config",
-    "parse_plan": "overseer.plan",
+    "parse_plan": "overseer.core.plan",
 }
 
 __all__ = [

@@ -1,5 +1,5 @@
 """``python -m overseer`` is the ``overseer`` command."""
 
-from overseer.cli import entry
+from overseer.interfaces.cli import entry
 
 entry()

@@ -6,8 +6,6 @@ on one bus, which the display, the journal and library users all subscribe to.
 
 from __future__ import annotations
 
-import atexit
-import os
 import threading
 import time
 import uuid
@@ -17,9 +15,17 @@ from contextlib import ExitStack
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from overseer.cancel import CancelToken
-from overseer.chat import ChatClient, ChatRequest
+from overseer.backends.chat import ChatClient, ChatRequest
+from overseer.backends.factory import make_chat, open_backend
 from overseer.config import Settings, load_settings
+from overseer.config.templates import render
+from overseer.core.cancel import CancelToken
+from overseer.core.executor import Executor
+from overseer.core.plan import Plan, Step
+from overseer.core.report import RunReport, Timing
+from overseer.core.results import RunOutcome, StepRecord
+from overseer.core.scheduler import critical_path
+from overseer.core.toolbase import CallContext, ToolResult
 from overseer.errors import BackendError, PermanentBackendError, PlanError
 from overseer.events import (
     Event,
@@ -31,66 +37,16 @@ from overseer.events import (
     RunStarted,
     UsageRecorded,
 )
-from overseer.executor import Executor
-from overseer.plan import Plan, Step
-from overseer.planner import Planner, PlanResult
-from overseer.report import RunReport, Timing
-from overseer.results import RunOutcome, StepRecord
-from overseer.scheduler import critical_path
-from overseer.services import RunServices
-from overseer.store import Journal, journal_for
-from overseer.templates import render
-from overseer.toolbase import CallContext, ToolResult
-from overseer.tools import ToolFactory, ToolRegistry, build_registry
+from overseer.journal.store import Journal, journal_for
+from overseer.nodes.kinds import build_registry
+from overseer.planning.planner import Planner, PlanResult
+from overseer.tools.registry import ToolFactory, ToolRegistry
+from overseer.tools.services import RunServices
 from overseer.usage import Usage
 
-__all__ = ["Overseer", "make_chat", "open_backend"]
+__all__ = ["Overseer"]
 
 T = TypeVar("T")
-
-
-def open_backend(settings: Settings, resources: ExitStack) -> Settings:
-    """``settings`` unchanged when they name a backend (a base URL or an API key); otherwise the
-    embedded model's server is started, owned by ``resources``, and the settings point at it.
-
-    Raises ``ConfigError`` naming every way to get a backend when the embedded one is not installed.
-    """
-    backend = settings.backend
-    if backend.base_url is not None or os.environ.get(backend.api_key_env):
-        return settings
-    from overseer import local_model
-
-    server = local_model.local_server(settings.local, backend.api_key_env)
-    return local_model.point_settings_at(settings, resources.enter_context(server))
-
-
-def make_chat(settings: Settings, resources: ExitStack | None = None) -> ChatClient:
-    """The openai-backed client the settings describe; the key comes from the environment.
-
-    With no backend configured this is the embedded model (see ``open_backend``); ``resources``
-    owns its server, else it is stopped when the process exits.
-    """
-    from overseer.llm import OpenAIChat, RetryPolicy
-
-    settings = open_backend(settings, resources if resources is not None else _at_exit())
-    backend = settings.backend
-    retry = backend.retry
-    api_key = os.environ.get(backend.api_key_env) or None
-    return OpenAIChat(
-        base_url=backend.base_url,
-        api_key=api_key,
-        model=backend.model,
-        structured_output=backend.structured_output,
-        request_timeout=backend.request_timeout,
-        retry=RetryPolicy(retry.max_attempts, retry.initial_wait, retry.max_wait, retry.jitter),
-        stream=backend.stream,
-    )
-
-
-def _at_exit() -> ExitStack:
-    stack = ExitStack()
-    atexit.register(stack.close)
-    return stack
 
 
 class Overseer:

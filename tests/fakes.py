@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from overseer.chat import ChatReply, ChatRequest
+from overseer.backends.chat import ChatReply, ChatRequest
 from overseer.usage import Usage
 
 Answer = str | ChatReply | Exception

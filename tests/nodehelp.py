@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from overseer.broker import Broker
 from overseer.config import load_settings
+from overseer.config.nodes import SandboxSettings
+from overseer.core.gate import Slot
+from overseer.core.toolbase import Tool
 from overseer.events import Event, EventBus
-from overseer.gate import Slot
-from overseer.isolation import capabilities, decide
-from overseer.node_settings import SandboxSettings
-from overseer.sandbox import NodeRun, run_node
-from overseer.services import RunServices
-from overseer.toolbase import Tool
-from overseer.tools import FunctionTool, ToolRegistry
+from overseer.nodes.broker import Broker
+from overseer.nodes.isolation import capabilities, decide
+from overseer.nodes.sandbox import NodeRun, run_node
+from overseer.tools.registry import FunctionTool, ToolRegistry
+from overseer.tools.services import RunServices
 
 BACKENDS = ("bwrap", "unshare", "none")
 
@@ -48,7 +48,7 @@ class Reporter:
         self.arrived = threading.Event()
 
     def run(self, prompt: str, options: dict[str, Any], ctx: Any) -> Any:
-        from overseer.toolbase import ToolResult
+        from overseer.core.toolbase import ToolResult
 
         self.told.append(prompt)
         self.arrived.set()

@@ -13,12 +13,12 @@ import pytest
 from node_runtime import ToolCallError, ToolCallsFailed, UnknownToolError, wire
 from node_runtime import _calls as calls
 from node_runtime._channel import ChannelBackend
-from overseer.broker import Broker, node_tools
 from overseer.config import load_settings
+from overseer.core.toolbase import CallContext, ToolResult
 from overseer.events import EventBus, NodeCallFinished, NodeCallStarted, UsageRecorded
-from overseer.services import RunServices
-from overseer.toolbase import CallContext, ToolResult
-from overseer.tools import ToolRegistry
+from overseer.nodes.broker import Broker, node_tools
+from overseer.tools.registry import ToolRegistry
+from overseer.tools.services import RunServices
 from overseer.usage import Usage
 from tests.nodehelp import failing, services, tool, upper
 
@@ -297,7 +297,7 @@ def test_run_step_holds_a_slot_and_lends_the_services() -> None:
         max_concurrency: int | None = None
 
         def run(self, prompt: str, options: dict[str, Any], ctx: CallContext) -> ToolResult:
-            from overseer.services import services_of, slot_of
+            from overseer.tools.services import services_of, slot_of
 
             seen.update(services=services_of(ctx), slot=slot_of(ctx), free=run.gate.free)
             return ToolResult(prompt)

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from overseer.core.plan import parse_plan
 from overseer.events import PlanReady, RunStarted
-from overseer.plan import parse_plan
-from overseer.store import JOURNAL_FILE, Journal, default_journal_path
+from overseer.journal.store import JOURNAL_FILE, Journal, default_journal_path
 from tests.clihelp import responder, role_of
 from tests.fake_openai import FakeOpenAI, FakeReply
 from tests.fakes import plan_json
@@ -66,7 +66,7 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "overseer.cli", *args]
+    return [sys.executable, "-m", "overseer.interfaces.cli", *args]
 
 
 def cli(
@@ -411,7 +411,7 @@ def test_an_interrupted_run_ctrl_c_resumes(tmp_path: Path) -> None:
     blocker = _Blocker("Gamma")
     boot = (
         "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "sys.argv[0] = 'overseer'; from overseer.cli import entry; entry()"
+        "sys.argv[0] = 'overseer'; from overseer.interfaces.cli import entry; entry()"
     )
     with FakeOpenAI(responder([FOUR], blocker.step)) as fake:
         proc = _start([sys.executable, "-c", boot, "four parts", *flags(fake)], tmp_path)

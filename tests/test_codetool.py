@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from overseer import Overseer
-from overseer.chat import ChatRequest
-from overseer.codetool import CodeTool, code_tool
+from overseer.backends.chat import ChatRequest
 from overseer.config import ToolSpec, load_settings
+from overseer.core.report import RunReport
+from overseer.core.toolbase import CallContext, Tool
 from overseer.errors import ConfigError, ToolError
 from overseer.events import NodeCallFinished, NodeCallStarted, NodeFinished, NodeStarted
-from overseer.report import RunReport
-from overseer.toolbase import CallContext, Tool
+from overseer.nodes.codetool import CodeTool, code_tool
 from tests.fakes import RuleChat, ScriptedChat, plan_json
 from tests.nodehelp import Recorder, processes_with
 
@@ -206,7 +206,7 @@ def test_a_missing_prompt_file_is_a_configuration_error() -> None:
 
 
 def test_an_unavailable_backend_fails_the_step_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
-    from overseer import isolation
+    from overseer.nodes import isolation
 
     caps = isolation.Capabilities(None, None, 0, None, root=False)
     monkeypatch.setattr(isolation, "capabilities", lambda: caps)
@@ -259,8 +259,8 @@ def test_node_calls_and_steps_share_a_tools_cap() -> None:
 
 def _ctx_with_services(tool: Tool) -> CallContext:
     from overseer.events import EventBus
-    from overseer.services import SERVICES_KEY, RunServices
-    from overseer.tools import ToolRegistry
+    from overseer.tools.registry import ToolRegistry
+    from overseer.tools.services import SERVICES_KEY, RunServices
 
     services = RunServices.for_run(load_settings(), ToolRegistry([tool]), EventBus(), t0=0.0)
     return CallContext(step_id="s1", task="spin", extra={SERVICES_KEY: services})
@@ -315,7 +315,7 @@ def test_no_fix_is_asked_for_once_the_step_is_cancelled() -> None:
             if isinstance(event, NodeFinished):
                 ctx.cancelled.set()
 
-    services = ctx.extra["overseer.services"]
+    services = ctx.extra["overseer.tools.services"]
     services.bus.subscribe(CancelOnFinish())
     with pytest.raises(ToolError, match=r"the node failed \(1 attempt\)"):
         tool.run("x", {}, ctx)

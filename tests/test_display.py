@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 
-from overseer.display import Display, closing_line, use_rich
+from overseer.core.plan import parse_plan
+from overseer.core.report import RunReport, Timing
+from overseer.core.results import RunOutcome
 from overseer.events import (
     PlanReady,
     PlanRejected,
@@ -16,9 +18,7 @@ from overseer.events import (
     StepSkipped,
     StepStarted,
 )
-from overseer.plan import parse_plan
-from overseer.report import RunReport, Timing
-from overseer.results import RunOutcome
+from overseer.interfaces.display import Display, closing_line, use_rich
 from overseer.usage import Usage
 
 PLAN = parse_plan(

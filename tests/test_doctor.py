@@ -14,9 +14,16 @@ from typing import Any
 
 import pytest
 
-from overseer import doctor, isolation, sandbox
 from overseer.config import load_settings
-from overseer.doctor import Check, check_backend, check_journal, check_sandbox, check_tools
+from overseer.interfaces import doctor
+from overseer.interfaces.doctor import (
+    Check,
+    check_backend,
+    check_journal,
+    check_sandbox,
+    check_tools,
+)
+from overseer.nodes import isolation, sandbox
 from tests.fake_openai import FakeOpenAI
 
 KEY = "sk-doctor-secret-987654321"
@@ -119,7 +126,7 @@ def test_no_backend_and_the_embedded_model_off_points_at_the_ways_to_get_one() -
 def test_no_backend_without_the_local_extra_names_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import overseer.local_model as local_model
+    import overseer.backends.local_model as local_model
 
     monkeypatch.setattr(local_model, "missing_packages", lambda model: ["llama-cpp-python"])
     [check] = check_backend(load_settings())
@@ -190,7 +197,7 @@ def test_the_journal_location_follows_overseer_home(
     check = check_journal()
     assert check.status == "ok" and str(tmp_path / "home") in check.detail
     assert "will be created, writable" in check.detail
-    monkeypatch.setattr("overseer.doctor.os.access", lambda path, mode: False)
+    monkeypatch.setattr("overseer.interfaces.doctor.os.access", lambda path, mode: False)
     assert check_journal().status == "FAIL"
 
 

@@ -7,8 +7,9 @@ import threading
 import pytest
 
 from overseer import Overseer, PlanError
-from overseer.chat import ChatRequest
+from overseer.backends.chat import ChatRequest
 from overseer.config import Settings, ToolSpec, load_settings
+from overseer.core.toolbase import CallContext, ToolResult
 from overseer.errors import ConfigError, PermanentBackendError, TransientBackendError
 from overseer.events import (
     Event,
@@ -21,8 +22,7 @@ from overseer.events import (
     StepStarted,
     UsageRecorded,
 )
-from overseer.toolbase import CallContext, ToolResult
-from overseer.tools import FunctionTool, ToolRegistry
+from overseer.tools.registry import FunctionTool, ToolRegistry
 from tests.fakes import RuleChat, plan_json
 
 JOKE = plan_json(
@@ -220,7 +220,7 @@ def test_a_program_brings_its_own_tools_and_plan() -> None:
         chat=RuleChat([]),
         registry=registry,
     )
-    from overseer.plan import parse_plan
+    from overseer.core.plan import parse_plan
 
     plan = parse_plan([{"step_id": "s", "description": "hello there", "tool": "shout"}], ["shout"])
     report = eng.run("shout", plan=plan)
@@ -267,7 +267,7 @@ def test_to_json_has_the_design_shape() -> None:
 
 
 def test_no_backend_at_all_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from overseer import local_model
+    from overseer.backends import local_model
 
     monkeypatch.setattr(local_model, "_module_folder", lambda module: None)  # nothing installed
     with pytest.raises(ConfigError, match="OPENAI_API_KEY") as info:

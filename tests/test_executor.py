@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from overseer.core.executor import Executor, StepRunner
+from overseer.core.plan import Plan, Step
+from overseer.core.pool import WorkerPool
+from overseer.core.results import RunOutcome, StepRecord
+from overseer.core.toolbase import CallContext, ToolResult
 from overseer.events import (
     Event,
     EventBus,
@@ -26,11 +31,6 @@ from overseer.events import (
     StepStarted,
     UsageRecorded,
 )
-from overseer.executor import Executor, StepRunner
-from overseer.plan import Plan, Step
-from overseer.pool import WorkerPool
-from overseer.results import RunOutcome, StepRecord
-from overseer.toolbase import CallContext, ToolResult
 from overseer.usage import Usage
 
 pytestmark = pytest.mark.timeout(60)

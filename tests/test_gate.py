@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from overseer.core.gate import Gate, Slot
+from overseer.core.toolbase import CallContext
 from overseer.errors import StepTimeout, ToolError
-from overseer.gate import Gate, Slot
-from overseer.toolbase import CallContext
 
 
 def test_a_step_holds_a_slot_and_its_tools_cap() -> None:
@@ -156,7 +156,7 @@ def test_a_step_abandoned_at_its_timeout_does_not_hold_up_the_next_one() -> None
     """max_workers=1: step1 hangs past its timeout; step2 still gets the one slot."""
     from overseer import Overseer
     from overseer.config import load_settings
-    from overseer.tools import FunctionTool, ToolRegistry
+    from overseer.tools.registry import FunctionTool, ToolRegistry
     from tests.fakes import RuleChat, plan_json
 
     release = threading.Event()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from overseer.graph import GRAPH_FORMATS, render_graph, to_dot, to_mermaid
-from overseer.plan import Plan, parse_plan
+from overseer.core.graph import GRAPH_FORMATS, render_graph, to_dot, to_mermaid
+from overseer.core.plan import Plan, parse_plan
 
 JOKE = parse_plan(
     [

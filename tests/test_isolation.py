@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from overseer import isolation
-from overseer.isolation import (
+from overseer.config.nodes import SandboxSettings
+from overseer.nodes import isolation
+from overseer.nodes.isolation import (
     UNSHARE_PLAIN,
     UNSHARE_WITH_PIDS,
     Capabilities,
     SandboxUnavailable,
     decide,
 )
-from overseer.node_settings import SandboxSettings
 
 EVERYTHING = Capabilities("/usr/bin/bwrap", "/usr/bin/unshare", 7, Path("/cg"), root=True)
 NOTHING = Capabilities(None, None, 0, None, root=False)
@@ -86,7 +86,7 @@ def test_limits_are_recorded_in_bytes_and_lines_describe_everything() -> None:
 
 
 def test_probing_prefers_unshare_with_a_pid_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("overseer.isolation.shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr("overseer.nodes.isolation.shutil.which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(isolation, "_works", lambda command: "--pid" not in command)
     assert isolation._unshare() == ("/usr/bin/unshare", UNSHARE_PLAIN)
     monkeypatch.setattr(isolation, "_works", lambda command: True)

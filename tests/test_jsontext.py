@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from overseer.jsontext import extract_json
+from overseer.planning.jsontext import extract_json
 
 PLAN = {"steps": [{"step_id": "step1", "description": "Write a joke", "depends_on": []}]}
 PLAN_TEXT = json.dumps(PLAN, indent=2)

@@ -24,10 +24,10 @@ import openai
 import pytest
 import respx
 
-from overseer.chat import ChatClient, ChatReply, ChatRequest
+from overseer.backends.chat import ChatClient, ChatReply, ChatRequest
+from overseer.backends.llm import OpenAIChat, RetryPolicy, classify_error
+from overseer.backends.tokens import count_messages, count_tokens
 from overseer.errors import BackendError, PermanentBackendError, TransientBackendError
-from overseer.llm import OpenAIChat, RetryPolicy, classify_error
-from overseer.tokens import count_messages, count_tokens
 from overseer.usage import Usage
 from tests.fake_openai import FakeOpenAI, FakeReply
 
@@ -382,7 +382,7 @@ def test_retries_are_logged(
     route: respx.Route, caplog: pytest.LogCaptureFixture, sleeps: list[float]
 ) -> None:
     route.side_effect = [error_response(503), ok()]
-    caplog.set_level(logging.INFO, logger="overseer.llm")
+    caplog.set_level(logging.INFO, logger="overseer.backends.llm")
 
     make_chat(sleeps).complete(REQUEST)
 

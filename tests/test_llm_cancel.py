@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 from httpcore2._backends.sync import SyncStream
 
-from overseer.cancel import CancelToken
-from overseer.chat import ChatClient, ChatReply, ChatRequest
+from overseer.backends.chat import ChatClient, ChatReply, ChatRequest
+from overseer.backends.llm import OpenAIChat, RetryPolicy
+from overseer.core.cancel import CancelToken
+from overseer.core.executor import Executor
+from overseer.core.plan import Plan, Step
+from overseer.core.results import RunOutcome
+from overseer.core.toolbase import CallContext, ToolResult
 from overseer.errors import Cancelled, ToolError
 from overseer.events import EventBus
-from overseer.executor import Executor
-from overseer.llm import OpenAIChat, RetryPolicy
-from overseer.plan import Plan, Step
-from overseer.results import RunOutcome
-from overseer.toolbase import CallContext, ToolResult
 from tests.fake_openai import FakeOpenAI, FakeReply
 
 pytestmark = pytest.mark.timeout(60)
@@ -279,13 +279,13 @@ def test_a_cancel_during_the_backoff_wait_stops_before_the_next_attempt(
     cancel = kind()
     server.script += [FakeReply(status=503, content="busy", headers={"Retry-After": "50"})]
     server.script.append("second attempt")
-    caplog.set_level(logging.INFO, logger="overseer.llm")
+    caplog.set_level(logging.INFO, logger="overseer.backends.llm")
     hook = _SetOnRetry(cancel)
-    logging.getLogger("overseer.llm").addHandler(hook)
+    logging.getLogger("overseer.backends.llm").addHandler(hook)
     try:
         error = Call(make_chat(server), request(cancel)).ended()
     finally:
-        logging.getLogger("overseer.llm").removeHandler(hook)
+        logging.getLogger("overseer.backends.llm").removeHandler(hook)
 
     assert hook.fired  # the wait had begun (50 s asked for) when the cancel came
     assert_cancelled(error, server)
@@ -448,8 +448,8 @@ def test_a_loopback_server_is_reached_directly_despite_a_proxy_in_the_environmen
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """HTTP_PROXY without NO_PROXY must not swallow local servers (llama.cpp, vLLM, Ollama)."""
-    from overseer.chat import ChatRequest
-    from overseer.llm import OpenAIChat
+    from overseer.backends.chat import ChatRequest
+    from overseer.backends.llm import OpenAIChat
     from tests.fake_openai import FakeOpenAI
 
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
@@ -477,6 +477,6 @@ def test_a_loopback_server_is_reached_directly_despite_a_proxy_in_the_environmen
     ],
 )
 def test_which_servers_count_as_loopback(url: str | None, loopback: bool) -> None:
-    from overseer.llm import _is_loopback
+    from overseer.backends.llm import _is_loopback
 
     assert _is_loopback(url) is loopback

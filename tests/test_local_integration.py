@@ -22,14 +22,14 @@ from typing import Any
 
 import pytest
 
-from overseer.chat import ChatRequest
+from overseer.backends.chat import ChatRequest
+from overseer.backends.llm import OpenAIChat, RetryPolicy
+from overseer.backends.local_model import LocalServer, local_server, missing_packages
 from overseer.config import LocalSettings, PlannerSettings, load_settings
+from overseer.core.plan import parse_plan, plan_json_schema
 from overseer.errors import PlanError
-from overseer.llm import OpenAIChat, RetryPolicy
-from overseer.local_model import LocalServer, local_server, missing_packages
-from overseer.plan import parse_plan, plan_json_schema
-from overseer.planner import Planner
-from overseer.tools import build_registry
+from overseer.nodes.kinds import build_registry
+from overseer.planning.planner import Planner
 
 MISSING = missing_packages()
 pytestmark = [

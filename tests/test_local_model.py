@@ -21,12 +21,10 @@ from typing import Any
 
 import pytest
 
-from overseer import local_model
-from overseer.config import LocalSettings, load_settings
-from overseer.engine import Overseer, make_chat, open_backend
-from overseer.errors import ConfigError
-from overseer.llm import OpenAIChat
-from overseer.local_model import (
+from overseer.backends import local_model
+from overseer.backends.factory import make_chat, open_backend
+from overseer.backends.llm import OpenAIChat
+from overseer.backends.local_model import (
     LocalModel,
     LocalServer,
     LocalServerError,
@@ -36,6 +34,9 @@ from overseer.local_model import (
     point_settings_at,
     server_command,
 )
+from overseer.config import LocalSettings, load_settings
+from overseer.engine import Overseer
+from overseer.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = str(ROOT / "tests" / "fake_openai.py")
@@ -200,7 +201,7 @@ def test_an_interrupt_while_starting_leaves_nothing_behind(
 OWNER = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from overseer.local_model import LocalServer
+from overseer.backends.local_model import LocalServer
 from tests.test_local_model import fake_command
 server = LocalServer(fake_command, model_name="x", startup_timeout=20).start()
 print(server.pid, flush=True)
@@ -483,7 +484,7 @@ def test_bench_scoring_reads_plans_as_a_person_would() -> None:
         bench: Any = importlib.import_module("bench_local_planning")
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    from overseer.plan import parse_plan
+    from overseer.core.plan import parse_plan
 
     case = bench.Case.from_dict(
         {
@@ -521,7 +522,7 @@ def _plan(french_deps: Sequence[str], spanish_deps: Sequence[str]) -> str:
 
 
 def test_a_chat_session_plans_with_the_embedded_settings(fake_local: list[LocalServer]) -> None:
-    from overseer.chatsession import ChatSession
+    from overseer.interfaces.chat.session import ChatSession
 
     session = ChatSession(load_settings(overrides={"local.max_tokens": 31}))
     assert session.settings.planner.ordered_steps

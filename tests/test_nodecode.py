@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from overseer.nodecode import NodeOutputError, check_code, extract_code, parse_output
+from overseer.nodes.nodecode import NodeOutputError, check_code, extract_code, parse_output
 
 ALLOWED = ("json", "sys", "math", "urllib.parse", "collections")
 

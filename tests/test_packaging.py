@@ -54,7 +54,7 @@ def test_an_installed_wheel_finds_its_prompts_outside_the_repository(
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     code = (
-        "import overseer.resources as r, overseer.config as c;"
+        "import overseer.config.resources as r, overseer.config as c;"
         "print(r.prompt_path('planner_system.md'));"
         "print(len(c.load_settings().tools))"
     )

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
+from overseer.core.plan import Plan, group_warnings, parse_plan, plan_json_schema
 from overseer.errors import PlanValidationError
-from overseer.plan import Plan, group_warnings, parse_plan, plan_json_schema
 
 TOOLS = ["content_generator", "translator", "summarizer"]
 

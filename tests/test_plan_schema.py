@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from overseer.config import PlannerSettings, load_settings
-from overseer.plan import parse_plan, plan_json_schema
-from overseer.planner import Planner, load_examples
+from overseer.core.plan import parse_plan, plan_json_schema
+from overseer.planning.planner import Planner, load_examples
 from tests.fakes import ScriptedChat, plan_json
 
 TOOLS = sorted(t.name for t in load_settings().enabled_tools)

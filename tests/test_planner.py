@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from overseer.chat import ChatRequest
+from overseer.backends.chat import ChatRequest
 from overseer.config import PlannerSettings, load_settings
+from overseer.core.plan import parse_plan
 from overseer.errors import PlanError
-from overseer.plan import parse_plan
-from overseer.planner import Planner, format_examples, load_examples
-from overseer.tools import build_registry
+from overseer.nodes.kinds import build_registry
+from overseer.planning.planner import Planner, format_examples, load_examples
 from overseer.usage import Usage
 from tests.fakes import ScriptedChat, plan_json, reply
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from overseer.cgroup import PidsCgroup, candidates_from, pids_cgroup_base
-from overseer.proctree import group_members, kill_and_wait
+from overseer.nodes.cgroup import PidsCgroup, candidates_from, pids_cgroup_base
+from overseer.nodes.proctree import group_members, kill_and_wait
 from tests.nodehelp import processes_with
 
 V1 = "12:pids:/docker/abc\n11:memory:/docker/abc\n0::/\n"

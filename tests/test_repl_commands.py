@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from overseer.chat import ChatReply, ChatRequest
-from overseer.chatcommands import COMMANDS, LEAVE, Commands, Output, redact_url
-from overseer.chatsession import ChatSession, unfinished_steps
+from overseer.backends.chat import ChatReply, ChatRequest
 from overseer.config import load_settings
 from overseer.errors import PermanentBackendError
-from overseer.repl import chat_parser, logical_lines, run_chat
+from overseer.interfaces.chat.commands import COMMANDS, LEAVE, Commands, Output, redact_url
+from overseer.interfaces.chat.repl import chat_parser, logical_lines, run_chat
+from overseer.interfaces.chat.session import ChatSession, unfinished_steps
 from tests.fakes import RuleChat, is_plan_request, plan_json
 
 JOKE = plan_json(

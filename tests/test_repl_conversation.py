@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overseer.conversation import Conversation, Turn, build_digest
-from overseer.resources import read_prompt
-from overseer.tokens import count_tokens
+from overseer.backends.tokens import count_tokens
+from overseer.config.resources import read_prompt
+from overseer.interfaces.chat.conversation import Conversation, Turn, build_digest
 
 MODEL = "gpt-4o-mini"
 

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from overseer import engine as engine_module
-from overseer.chatsession import ChatSession
 from overseer.config import load_settings
+from overseer.core.executor import Executor
+from overseer.core.plan import parse_plan
+from overseer.core.toolbase import ToolResult
 from overseer.events import EventBus
-from overseer.executor import Executor
-from overseer.plan import parse_plan
-from overseer.toolbase import ToolResult
+from overseer.interfaces.chat.session import ChatSession
 from tests.clihelp import responder, user_text
 from tests.fake_openai import FakeOpenAI, FakeReply
 from tests.fakes import plan_json

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from overseer.cli_runs import format_run, format_runs
-from overseer.plan import parse_plan
-from overseer.report import Timing
-from overseer.results import StepRecord
-from overseer.store import RunSummary, StoredRun, iso_time
+from overseer.core.plan import parse_plan
+from overseer.core.report import Timing
+from overseer.core.results import StepRecord
+from overseer.interfaces.runs import format_run, format_runs
+from overseer.journal.store import RunSummary, StoredRun, iso_time
 from overseer.usage import Usage
 
 WHEN = datetime(2026, 3, 4, 5, 6, 7).timestamp()

@@ -22,8 +22,8 @@ import pytest
 import node_runtime
 from node_runtime import wire
 from overseer.events import NodeCallFinished, NodeCallStarted
-from overseer.isolation import capabilities, decide
-from overseer.sandbox import SETUP_FAILED, NodeRun
+from overseer.nodes.isolation import capabilities, decide
+from overseer.nodes.sandbox import SETUP_FAILED, NodeRun
 from tests.nodehelp import (
     BACKENDS,
     REPORT_FOLDER,
@@ -395,8 +395,8 @@ def plain_unshare(monkeypatch: pytest.MonkeyPatch) -> None:
     """As on kernels that refuse a fresh /proc in a user namespace: plain ``unshare -rn``."""
     from dataclasses import replace
 
-    from overseer import isolation
-    from overseer import sandbox as sandbox_module
+    from overseer.nodes import isolation
+    from overseer.nodes import sandbox as sandbox_module
 
     caps = capabilities()
     if caps.unshare is None:
@@ -485,7 +485,7 @@ def test_the_node_cannot_signal_processes_outside_its_sandbox(backend: str) -> N
 
 
 def test_the_user_task_count_covers_this_process() -> None:
-    from overseer import sandbox as sandbox_module
+    from overseer.nodes import sandbox as sandbox_module
 
     assert sandbox_module._user_tasks(os.getuid()) >= threading.active_count()
     assert sandbox_module._nproc(10, "bwrap") == 10

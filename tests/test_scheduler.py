@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from overseer.plan import Step
-from overseer.scheduler import ErrorPolicy, Scheduler, critical_path, levels
+from overseer.core.plan import Step
+from overseer.core.scheduler import ErrorPolicy, Scheduler, critical_path, levels
 
 
 def step(step_id: str, *deps: str, tool: str = "t", group: int | None = None) -> Step:

@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 
 from node_runtime.errors import ToolCallError, UnknownToolError
 from overseer.config import load_settings
+from overseer.core.gate import Gate
+from overseer.core.toolbase import CallContext, ToolResult
 from overseer.errors import ConfigError, ToolError
 from overseer.events import EventBus, UsageRecorded
-from overseer.gate import Gate
-from overseer.services import NodeLog, RunServices, TokenMeter, services_of, slot_of
-from overseer.standalone import NodeTools, _LazyChat
-from overseer.toolbase import CallContext, ToolResult
-from overseer.tools import ToolRegistry
+from overseer.nodes.standalone import NodeTools, _LazyChat
+from overseer.tools.registry import ToolRegistry
+from overseer.tools.services import NodeLog, RunServices, TokenMeter, services_of, slot_of
 from overseer.usage import Usage
 from tests.fakes import ScriptedChat
 from tests.nodehelp import failing, tool, upper
@@ -136,10 +136,10 @@ def test_the_lazy_chat_builds_the_client_on_the_first_request(
         built.append(settings)
         return ScriptedChat("one", "two")
 
-    monkeypatch.setattr("overseer.engine.make_chat", make_chat)
+    monkeypatch.setattr("overseer.backends.factory.make_chat", make_chat)
     chat = _LazyChat(load_settings())
     assert built == []
-    from overseer.chat import ChatRequest
+    from overseer.backends.chat import ChatRequest
 
     request = ChatRequest(messages=[{"role": "user", "content": "x"}])
     assert chat.complete(request).text == "one" and chat.complete(request).text == "two"
@@ -152,7 +152,7 @@ def test_standalone_config_errors_become_tool_call_errors(
     def broken(*args: object, **kwargs: object) -> object:
         raise ConfigError("bad config")
 
-    monkeypatch.setattr("overseer.standalone.load_settings", broken)
+    monkeypatch.setattr("overseer.nodes.standalone.load_settings", broken)
     with pytest.raises(ToolCallError) as info:
         NodeTools.from_config()
     assert info.value.kind == "config" and "bad config" in str(info.value)

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from overseer import Overseer, PlanError
-from overseer.chat import ChatRequest
+from overseer.backends.chat import ChatRequest
 from overseer.config import load_settings
+from overseer.core.plan import parse_plan
+from overseer.core.report import RunReport
 from overseer.events import (
     Event,
     EventBus,
@@ -24,9 +26,7 @@ from overseer.events import (
     StepFinished,
     StepStarted,
 )
-from overseer.plan import parse_plan
-from overseer.report import RunReport
-from overseer.store import (
+from overseer.journal.store import (
     JOURNAL_FILE,
     Journal,
     JournalError,

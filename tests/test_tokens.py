@@ -15,8 +15,13 @@ import tiktoken
 import tiktoken.load
 import tiktoken.registry
 
-from overseer import tokens
-from overseer.tokens import cache_file_name, count_messages, count_tokens, encoding_name_for
+from overseer.backends import tokens
+from overseer.backends.tokens import (
+    cache_file_name,
+    count_messages,
+    count_tokens,
+    encoding_name_for,
+)
 
 FRENCH = "Le renard brun rapide saute par-dessus le chien paresseux."
 CL100K_FILE = "9b5ad71b2ce5302211f9c61530b329a4922fc6a4"

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 
 from overseer.config import Settings, ToolSpec, load_settings
+from overseer.core.toolbase import CallContext
 from overseer.errors import ConfigError, ToolError, UnknownToolError
-from overseer.toolbase import CallContext
-from overseer.tools import FunctionTool, LlmTool, ToolRegistry, build_registry, output_text
+from overseer.nodes.kinds import build_registry
+from overseer.tools.registry import FunctionTool, LlmTool, ToolRegistry, output_text
 from tests.fakes import ScriptedChat
 
 

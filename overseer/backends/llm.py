@@ -1,0 +1,642 @@
+"""The chat client over any OpenAI-compatible server: the one module that imports ``openai``.
+
+``OpenAIChat`` implements ``ChatClient``. It holds the only transport retry layer of overseer (the
+openai client is built with ``max_retries=0``): transient failures are retried with exponential
+backoff and jitter, honouring ``Retry-After``; permanent ones fail at once with one clear line.
+
+A request may carry a cancel token (``ChatRequest.cancel``). Once it is set the call stops: no
+new attempt, no backoff wait, and with a ``CancelToken`` the HTTP exchange in flight is aborted
+by shutting down the socket the calling thread is reading or writing (see ``_Aborter``); the call
+raises ``Cancelled``. Requests without a token behave as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import ipaddress
+import json
+import logging
+import math
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpcore2
+import httpx2
+import openai
+import tenacity
+
+from overseer.backends.chat import ChatReply, ChatRequest, Message, StructuredMode
+from overseer.backends.tokens import count_messages, count_tokens
+from overseer.core.cancel import CancelToken
+from overseer.errors import BackendError, Cancelled, PermanentBackendError, TransientBackendError
+from overseer.usage import Usage
+
+__all__ = ["OpenAIChat", "RetryPolicy", "classify_error"]
+
+log = logging.getLogger(__name__)
+
+_PLACEHOLDER_API_KEY = "not-needed"
+_SERVER_MESSAGE_LIMIT = 200
+_BODY_PREVIEW = 80
+_REDACTED = "[redacted]"
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+_TRANSIENT_4XX = frozenset({408, 409, 425, 429})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried: ``max_attempts`` in all, waits growing from
+    ``initial_wait`` (doubling, plus up to ``jitter`` seconds at random) and never above
+    ``max_wait``, which also caps a server's ``Retry-After``."""
+
+    max_attempts: int = 4
+    initial_wait: float = 0.5
+    max_wait: float = 20.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts!r}")
+        if min(self.initial_wait, self.max_wait, self.jitter) < 0:
+            raise ValueError("retry waits and jitter cannot be negative")
+
+    def backoff(self, attempt: int) -> float:
+        """The wait after failed attempt number ``attempt`` (1-based)."""
+        exponent = min(attempt - 1, 64)
+        wait = self.initial_wait * 2.0**exponent + random.uniform(0, self.jitter)
+        return min(wait, self.max_wait)
+
+
+_DEFAULT_RETRY = RetryPolicy()
+
+
+class _MalformedReply(Exception):
+    """A 200 whose body is not a chat completion (HTML, truncated JSON, no choices, cut stream)."""
+
+
+# What one attempt may raise that ``classify_error`` understands; anything else is a bug.
+_CAUGHT = (openai.OpenAIError, httpx2.HTTPError, ValueError, _MalformedReply)
+
+
+@dataclass
+class _StreamState:
+    """What a streamed reply has delivered so far."""
+
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Any = None
+    model: str | None = None
+
+    def add(self, chunk: Mapping[str, Any]) -> None:
+        self.model = chunk.get("model") or self.model
+        self.usage = chunk.get("usage") or self.usage
+        for choice in _choices(chunk, allow_empty=True):
+            delta = choice.get("delta") or {}
+            if isinstance(delta, Mapping) and isinstance(delta.get("content"), str):
+                self.parts.append(delta["content"])
+            self.finish_reason = _str_or_none(choice.get("finish_reason")) or self.finish_reason
+
+
+class OpenAIChat:
+    """``ChatClient`` over an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        api_key: str | None,
+        model: str,
+        structured_output: StructuredMode = "json_schema",
+        request_timeout: float = 120.0,
+        retry: RetryPolicy = _DEFAULT_RETRY,
+        stream: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._api_key = api_key
+        self._model = model
+        self._structured_output = structured_output
+        self._retry = retry
+        self._stream = stream
+        self._sleep = sleep
+        self._aborter = _Aborter()
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or _PLACEHOLDER_API_KEY,
+            timeout=request_timeout,
+            max_retries=0,
+            http_client=_AbortableClient(
+                self._aborter, timeout=request_timeout, trust_env=not _is_loopback(base_url)
+            ),
+        )
+        self._where = _display_url(str(self._client.base_url).rstrip("/"))
+
+    def __repr__(self) -> str:
+        return f"OpenAIChat(base_url={self._where!r}, model={self._model!r})"
+
+    @property
+    def base_url(self) -> str:
+        """The server's base URL, with any credentials in it removed."""
+        return self._where
+
+    @property
+    def model(self) -> str:
+        """The model asked for when a request names none."""
+        return self._model
+
+    def complete(self, request: ChatRequest) -> ChatReply:
+        """Answer ``request``, retrying transient failures; raises ``BackendError``, or
+        ``Cancelled`` once ``request.cancel`` is set."""
+        if request.cancel is None:
+            return self._complete(request)
+        with self._aborter.watching(request.cancel):
+            return self._complete(request)
+
+    def _complete(self, request: ChatRequest) -> ChatReply:
+        attempt_number = 0
+        try:
+            for attempt in self._retrying(request.cancel):
+                attempt_number = attempt.retry_state.attempt_number
+                with attempt:
+                    reply = self._attempt(request)
+        except BackendError as err:
+            err.attempts = attempt_number
+            raise
+        return replace(reply, attempts=attempt_number)
+
+    def _retrying(self, cancel: threading.Event | None) -> tenacity.Retrying:
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self._retry.max_attempts),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception_type(TransientBackendError),
+            sleep=partial(self._pause, cancel),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+
+    def _pause(self, cancel: threading.Event | None, seconds: float) -> None:
+        """The backoff wait: on the cancel token when there is one, so a cancel cuts it short."""
+        if cancel is None:
+            self._sleep(seconds)
+        elif cancel.wait(seconds):
+            raise self._cancelled()
+
+    def _cancelled(self) -> Cancelled:
+        return Cancelled(f"the call to the server at {self._where!r} was cancelled")
+
+    def _stop_if_cancelled(self, request: ChatRequest, cause: BaseException | None = None) -> None:
+        if request.cancel is not None and request.cancel.is_set():
+            raise self._cancelled() from cause
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """Seconds before the next attempt: the server's ``Retry-After`` or our backoff."""
+        error = state.outcome.exception() if state.outcome else None
+        hinted = _retry_after(error.__cause__) if error is not None else None
+        if hinted is not None:
+            return min(hinted, self._retry.max_wait)
+        return self._retry.backoff(state.attempt_number)
+
+    def _attempt(self, request: ChatRequest) -> ChatReply:
+        self._stop_if_cancelled(request)
+        params = self._params(request)
+        try:
+            if self._stream:
+                return self._complete_streamed(params, request)
+            return self._complete_plain(params, request)
+        except _CAUGHT as exc:
+            self._stop_if_cancelled(request, exc)  # the abort, not the server, ended it
+            raise self._classify(exc, params["model"]) from exc
+
+    def _classify(self, exc: BaseException, model: str) -> BackendError:
+        return classify_error(exc, base_url=self._where, model=model, api_key=self._api_key)
+
+    def _params(self, request: ChatRequest) -> dict[str, Any]:
+        """Keyword arguments for ``chat.completions.create``."""
+        params: dict[str, Any] = {
+            "model": request.model or self._model,
+            "messages": request.messages,
+        }
+        optional = {
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "timeout": request.timeout,
+            "response_format": self._response_format(request),
+            "extra_body": dict(request.extra) or None,
+        }
+        params.update((key, value) for key, value in optional.items() if value is not None)
+        if self._stream:
+            params.update(stream=True, stream_options={"include_usage": True})
+        return params
+
+    def _response_format(self, request: ChatRequest) -> dict[str, Any] | None:
+        """How the request's schema is asked for in this server's dialect."""
+        if request.schema is None or self._structured_output == "text":
+            return None
+        if self._structured_output == "json_object":
+            return {"type": "json_object", "schema": request.schema}
+        spec = {"name": request.schema_name, "schema": request.schema, "strict": False}
+        return {"type": "json_schema", "json_schema": spec}
+
+    def _complete_plain(self, params: dict[str, Any], request: ChatRequest) -> ChatReply:
+        raw = self._client.chat.completions.with_raw_response.create(**params)
+        body = _parse_body(raw.text)
+        choice = _choices(body)[0]
+        message = choice.get("message")
+        if not isinstance(message, Mapping):
+            raise _MalformedReply("a choice without a message")
+        text = message.get("content") or ""
+        if not isinstance(text, str):
+            raise _MalformedReply(f"message content of type {type(text).__name__}")
+        model = body.get("model") or params["model"]
+        usage = _usage(body.get("usage"), request.messages, text, model)
+        return ChatReply(text, usage, str(model), _str_or_none(choice.get("finish_reason")))
+
+    def _complete_streamed(self, params: dict[str, Any], request: ChatRequest) -> ChatReply:
+        state = _StreamState()
+        with self._client.chat.completions.create(**params) as stream:
+            for chunk in stream:
+                state.add(_chunk_dict(chunk))
+        if state.finish_reason is None:
+            raise _MalformedReply("a stream that ended before the reply was finished")
+        text = "".join(state.parts)
+        model = state.model or params["model"]
+        usage = _usage(state.usage, request.messages, text, model)
+        return ChatReply(text, usage, str(model), state.finish_reason)
+
+
+# -- aborting the HTTP exchange of a cancelled call ------------------------------------------------
+
+
+class _Aborter:
+    """Knows which socket each thread is reading or writing for which call, and aborts it.
+
+    ``watching(cancel)`` ties the calling thread's socket I/O to ``cancel`` for one call. Every
+    read and write of a ``_TrackedStream`` first records (thread -> stream, token), then checks the
+    token; a cancel sets the token, then shuts down the stream the thread has recorded for that
+    token. Under one lock the two orders cover each other: either the cancel finds the stream
+    and its shutdown wakes the blocked ``recv``, or the I/O sees the token set and never starts.
+    Only the cancelled call's socket is touched: idle pooled connections and other threads'
+    calls keep going. (HTTP/1.1 only, the openai client's default: one exchange per socket.)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: dict[int, tuple[_TrackedStream, threading.Event]] = {}
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def watching(self, cancel: threading.Event) -> Iterator[None]:
+        """Within the block, this thread's socket I/O belongs to the call ``cancel`` stops."""
+        previous: threading.Event | None = getattr(self._local, "cancel", None)
+        self._local.cancel = cancel
+        remove = _on_cancel(cancel, partial(self._abort, threading.get_ident(), cancel))
+        try:
+            yield
+        finally:
+            remove()
+            self._local.cancel = previous
+
+    @contextlib.contextmanager
+    def io(self, stream: _TrackedStream, error: type[Exception]) -> Iterator[None]:
+        """Around one read or write: record it, and refuse it once the call is cancelled."""
+        cancel: threading.Event | None = getattr(self._local, "cancel", None)
+        if cancel is None:
+            yield
+            return
+        thread = threading.get_ident()
+        with self._lock:
+            self._active[thread] = (stream, cancel)
+        try:
+            if cancel.is_set():
+                raise error("the call was cancelled")
+            yield
+        finally:
+            with self._lock:
+                del self._active[thread]
+
+    def _abort(self, thread: int, cancel: threading.Event) -> None:
+        with self._lock:
+            stream, owner = self._active.get(thread, (None, None))
+            if stream is not None and owner is cancel:
+                stream.abort()
+
+
+def _on_cancel(cancel: threading.Event, callback: Callable[[], None]) -> Callable[[], None]:
+    """Register ``callback`` on a ``CancelToken``; a plain ``Event`` is only checked between
+    reads and writes (it cannot say when it is set)."""
+    if isinstance(cancel, CancelToken):
+        return cancel.on_cancel(callback)
+    return lambda: None
+
+
+class _TrackedStream(httpcore2.NetworkStream):
+    """A network stream whose reads and writes a cancel can abort."""
+
+    def __init__(self, inner: httpcore2.NetworkStream, aborter: _Aborter) -> None:
+        self._inner = inner
+        self._aborter = aborter
+        self._aborted = False
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        with self._aborter.io(self, httpcore2.ReadError):
+            return self._inner.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        with self._aborter.io(self, httpcore2.WriteError):
+            self._inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore2.NetworkStream:
+        with self._aborter.io(self, httpcore2.ConnectError):
+            upgraded = self._inner.start_tls(ssl_context, server_hostname, timeout)
+        return _TrackedStream(upgraded, self._aborter)
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable" and self._aborted:
+            return True  # how httpcore learns that a pooled connection is dead
+        return self._inner.get_extra_info(info)
+
+    def abort(self) -> None:
+        """Wake the thread blocked on this socket: shutdown, not close (close wakes no ``recv``)."""
+        self._aborted = True
+        sock = self._inner.get_extra_info("socket")
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                # socket.socket's own shutdown: SSLSocket's would drop its SSL object under the
+                # reading thread's feet
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _TrackingBackend(httpcore2.NetworkBackend):
+    """Wraps httpcore's network backend so every stream it opens is a ``_TrackedStream``."""
+
+    def __init__(self, inner: httpcore2.NetworkBackend, aborter: _Aborter) -> None:
+        self._inner = inner
+        self._aborter = aborter
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        stream = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _TrackedStream(stream, self._aborter)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore2.NetworkStream:
+        stream = self._inner.connect_unix_socket(path, timeout, socket_options)
+        return _TrackedStream(stream, self._aborter)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _is_loopback(base_url: str | None) -> bool:
+    """A server on this machine (localhost, 127.0.0.0/8, ::1) is never reached through a proxy
+    from the environment: HTTP_PROXY without NO_PROXY would otherwise swallow local servers."""
+    if not base_url:
+        return False
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _AbortableClient(openai.DefaultHttpxClient):
+    """The openai SDK's default HTTP client (limits, redirects, proxies from the environment),
+    whose connection pools open ``_TrackedStream`` connections."""
+
+    def __init__(self, aborter: _Aborter, **kwargs: Any) -> None:
+        self._aborter = aborter  # before super().__init__, which builds the transports
+        super().__init__(**kwargs)
+
+    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx2.BaseTransport:
+        return self._track(super()._init_transport(*args, **kwargs))
+
+    def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx2.BaseTransport:
+        return self._track(super()._init_proxy_transport(*args, **kwargs))
+
+    def _track(self, transport: httpx2.BaseTransport) -> httpx2.BaseTransport:
+        pool = getattr(transport, "_pool", None)
+        if isinstance(pool, httpcore2.ConnectionPool):
+            pool._network_backend = _TrackingBackend(pool._network_backend, self._aborter)
+        else:
+            log.warning("cannot abort calls through %r: a cancel waits for the reply", transport)
+        return transport
+
+    def __del__(self) -> None:
+        """Close the pooled connections of a client nobody closed (as the SDK's own does)."""
+        with contextlib.suppress(Exception):
+            if not self.is_closed:
+                self.close()
+
+
+def classify_error(
+    exc: BaseException,
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+    api_key: str | None = None,
+) -> BackendError:
+    """Turn a failure of one attempt into a transient or permanent ``BackendError``.
+
+    The message is one line naming the server and, for HTTP errors, the status and the server's
+    own words (shortened); ``api_key`` is scrubbed from it.
+    """
+    if isinstance(exc, BackendError):
+        return exc
+    where = _display_url(base_url or _request_url(exc))
+    error = _classify(exc, where, model)
+    if api_key and api_key in str(error):
+        error = type(error)(str(error).replace(api_key, _REDACTED), status=error.status)
+    return error
+
+
+def _classify(exc: BaseException, where: str, model: str | None) -> BackendError:
+    if isinstance(exc, openai.APIStatusError):
+        return _status_error(exc, where, model)
+    if isinstance(exc, openai.APITimeoutError):
+        return TransientBackendError(f"the request to the server at {where!r} timed out")
+    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+        cause = _describe(exc.__cause__ or exc)
+        return TransientBackendError(f"the connection to the server at {where!r} failed: {cause}")
+    if isinstance(exc, _MalformedReply | ValueError):
+        detail = f"{exc}" if isinstance(exc, _MalformedReply) else f"invalid JSON ({exc})"
+        return TransientBackendError(f"the server at {where!r} answered with {detail}", status=200)
+    message = _one_line(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
+    return TransientBackendError(f"the server at {where!r} reported an error: {message}")
+
+
+def _status_error(exc: openai.APIStatusError, where: str, model: str | None) -> BackendError:
+    status = exc.status_code
+    message = f"{_status_meaning(status, where, model)} (HTTP {status})"
+    said = _server_message(exc.body)
+    if said:
+        message += f": {said}"
+    transient = status >= 500 or status in _TRANSIENT_4XX
+    kind = TransientBackendError if transient else PermanentBackendError
+    return kind(message, status=status)
+
+
+def _status_meaning(status: int, where: str, model: str | None) -> str:
+    """What ``status`` means for the user, in words."""
+    if status == 404:
+        named = f"model {model!r}" if model else "the chat completions endpoint"
+        return f"{named} was not found at {where!r} (check the model name and the base URL)"
+    meanings = {
+        400: "rejected the request as invalid",
+        401: "rejected the API key",
+        403: "refused access with this API key",
+        408: "timed out waiting for the request",
+        409: "reported a conflict",
+        422: "could not process the request",
+        429: "is rate limiting requests",
+    }
+    default = "failed" if status >= 500 else "refused the request"
+    return f"the server at {where!r} {meanings.get(status, default)}"
+
+
+def _server_message(body: object) -> str:
+    """The server's own error message, on one line and shortened."""
+    if isinstance(body, Mapping):
+        body = body.get("message") or body.get("error") or body.get("detail") or ""
+        if isinstance(body, Mapping):
+            body = body.get("message") or ""
+    if body is None:
+        return ""
+    text = _one_line(re.sub(r"<[^>]*>", " ", str(body)))
+    if len(text) > _SERVER_MESSAGE_LIMIT:
+        text = text[:_SERVER_MESSAGE_LIMIT].rstrip() + "…"
+    return text
+
+
+def _retry_after(exc: BaseException | None) -> float | None:
+    """The server's requested wait in seconds, from a 429/503 answer."""
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in _RETRY_AFTER_STATUSES:
+        return None
+    return _parse_retry_after(exc.response.headers)
+
+
+def _parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    millis = _finite(headers.get("retry-after-ms"))
+    if millis is not None:
+        return max(millis / 1000.0, 0.0)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _finite(value)
+    if seconds is not None:
+        return max(seconds, 0.0)
+    return _seconds_until(value, time.time() if now is None else now)
+
+
+def _seconds_until(http_date: str, now: float) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(when.timestamp() - now, 0.0)
+
+
+def _finite(value: str | None) -> float | None:
+    try:
+        number = float(value) if value is not None else math.nan
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _parse_body(text: str) -> dict[str, Any]:
+    """The completion object of a 200 body, or ``_MalformedReply`` saying what came instead."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise _MalformedReply(f"a body that is not JSON: {_preview(text)!r}") from None
+    if not isinstance(body, dict):
+        raise _MalformedReply(f"JSON that is not a completion object: {_preview(text)!r}")
+    return body
+
+
+def _choices(body: Mapping[str, Any], *, allow_empty: bool = False) -> list[Mapping[str, Any]]:
+    choices = body.get("choices")
+    if choices is None and allow_empty:
+        return []
+    if not isinstance(choices, list) or not (choices or allow_empty):
+        raise _MalformedReply(f"a completion without choices: {_preview(json.dumps(body))!r}")
+    if not all(isinstance(choice, Mapping) for choice in choices):
+        raise _MalformedReply("choices that are not objects")
+    return choices
+
+
+def _chunk_dict(chunk: object) -> Mapping[str, Any]:
+    if isinstance(chunk, openai.BaseModel):
+        return chunk.to_dict()
+    raise _MalformedReply(f"a stream event that is not an object: {_preview(repr(chunk))!r}")
+
+
+def _usage(reported: object, messages: list[Message], text: str, model: str) -> Usage:
+    """The server's token counts, or our own when it sent none."""
+    if isinstance(reported, Mapping):
+        prompt = reported.get("prompt_tokens")
+        completion = reported.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int):
+            return Usage(prompt, completion)
+    return Usage(count_messages(messages, model), count_tokens(text, model))
+
+
+def _request_url(exc: BaseException) -> str:
+    request = getattr(exc, "request", None)
+    return str(request.url) if isinstance(request, httpx2.Request) else "(unknown server)"
+
+
+def _display_url(url: str) -> str:
+    """``url`` without any ``user:password@`` part."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _describe(exc: BaseException) -> str:
+    detail = _one_line(str(exc))
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _preview(text: str) -> str:
+    return text if len(text) <= _BODY_PREVIEW else text[:_BODY_PREVIEW] + "…"
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else 0.0
+    log.info("attempt %d failed (%s); retrying in %.2fs", state.attempt_number, error, wait)

@@ -1,0 +1,15 @@
+"""Fill the prompt templates of ``prompts/`` (``$name`` placeholders, ``string.Template``)."""
+
+from __future__ import annotations
+
+from string import Template
+
+from overseer.config.resources import read_prompt
+
+__all__ = ["render"]
+
+
+def render(name: str, **values: object) -> str:
+    """``prompts/<name>`` with every placeholder filled; a missing value is a KeyError."""
+    text = Template(read_prompt(name)).substitute({k: str(v) for k, v in values.items()})
+    return text.strip() + "\n"

@@ -1,0 +1,187 @@
+"""The shell command: thin wiring of settings, engine and display.
+
+``overseer "REQUEST"`` runs a request; ``overseer plan "REQUEST"`` prints the plan. Expected
+failures print one line ``overseer: error: ...`` on stderr and exit with the code DESIGN.md gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from overseer.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    OverseerError,
+    PermanentBackendError,
+    UsageError,
+)
+from overseer.interfaces.common import (
+    Parser,
+    add_common_flags,
+    make_display,
+    make_engine,
+    print_json,
+    print_report,
+    say,
+    settings_from_args,
+)
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="overseer",
+        description="Split a request into steps with an LLM and run the independent ones at once.",
+        epilog="commands: overseer plan REQUEST | overseer chat | overseer runs | "
+        "overseer resume ID | overseer doctor",
+    )
+    parser.add_argument("request", help="what you want done")
+    add_common_flags(parser)
+    parser.add_argument(
+        "--no-synthesize", action="store_true", help="print each step's output, no final answer"
+    )
+    return parser
+
+
+def _plan_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="overseer plan", description="Print the validated plan and stop.")
+    parser.add_argument("request")
+    add_common_flags(parser)
+    parser.add_argument(
+        "--format",
+        choices=["json", "mermaid", "dot"],
+        default="json",
+        help="json (the default), or the dependency graph as Mermaid or Graphviz dot",
+    )
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if not args.request.strip():
+        raise UsageError("the request is empty; say what you want done")
+    engine = make_engine(args)
+    display = make_display(args)
+    if display is not None:
+        engine.subscribe(display.handle)
+    try:
+        report = engine.run(args.request)
+    finally:
+        if display is not None:
+            display.stop()
+        engine.close()  # stops the embedded model's server, if this run started one
+    return print_report(args, report, resumable=engine.journal is not None)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from overseer.engine import Overseer
+
+    with Overseer(settings_from_args(args)) as engine:
+        result = engine.plan(args.request)
+    if args.format == "json":
+        print_json(result.plan.to_dict())
+    else:
+        from overseer.core.graph import render_graph
+
+        sys.stdout.write(render_graph(result.plan, args.format))
+    for warning in result.warnings:
+        say(f"warning: {warning}")
+    return 0
+
+
+def _chat_parser() -> argparse.ArgumentParser:
+    from overseer.interfaces.chat.repl import chat_parser
+
+    return chat_parser()
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from overseer.interfaces.chat.repl import run_chat
+
+    return run_chat(args)
+
+
+def _runs_parser() -> argparse.ArgumentParser:
+    from overseer.interfaces.runs import runs_parser
+
+    return runs_parser()
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from overseer.interfaces.runs import cmd_runs
+
+    return cmd_runs(args)
+
+
+def _resume_parser() -> argparse.ArgumentParser:
+    from overseer.interfaces.runs import resume_parser
+
+    return resume_parser()
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from overseer.interfaces.runs import cmd_resume
+
+    return cmd_resume(args)
+
+
+def _doctor_parser() -> argparse.ArgumentParser:
+    from overseer.interfaces.doctor import parser
+
+    return parser()
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from overseer.interfaces.doctor import main as doctor_main
+
+    return doctor_main(args)
+
+
+COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Handler]] = {
+    "plan": (_plan_parser, _cmd_plan),
+    "runs": (_runs_parser, _cmd_runs),
+    "resume": (_resume_parser, _cmd_resume),
+    "chat": (_chat_parser, _cmd_chat),
+    "doctor": (_doctor_parser, _cmd_doctor),
+}
+
+
+def _dispatch(argv: Sequence[str]) -> int:
+    if argv and argv[0] in COMMANDS:
+        make_parser, handler = COMMANDS[argv[0]]
+        return handler(make_parser().parse_args(argv[1:]))
+    if argv and argv[0] in ("-V", "--version"):
+        from importlib.metadata import version
+
+        print(f"overseer {version('overseer')}")
+        return 0
+    return _cmd_run(_run_parser().parse_args(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``overseer`` command; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return EXIT_INTERRUPTED
+    except PermanentBackendError as exc:
+        say(f"error: {exc}")
+        return EXIT_CONFIG if exc.is_configuration else exc.exit_code
+    except OverseerError as exc:
+        say(f"error: {exc}")
+        return exc.exit_code
+
+
+def entry() -> NoReturn:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,129 @@
+"""What every command shares: its flags, the settings and engine they make, and how a finished
+run is printed. The commands import this module; it imports none of them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from overseer.errors import UsageError
+
+__all__ = [
+    "Parser",
+    "add_common_flags",
+    "make_display",
+    "make_engine",
+    "print_json",
+    "print_report",
+    "say",
+    "settings_from_args",
+]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so errors stay one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see 'overseer --help')")
+
+
+def _positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(value)
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
+    return float(value)
+
+
+def _number(text: str, kind: Callable[[str], Any]) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every command that plans or runs shares (DESIGN.md)."""
+    parser.add_argument("--config", metavar="PATH", help="configuration file (YAML)")
+    parser.add_argument("--base-url", metavar="URL", help="OpenAI-compatible server URL")
+    parser.add_argument("--model", metavar="NAME", help="model for the steps")
+    parser.add_argument("--planner-model", metavar="NAME", help="model for plans and the answer")
+    parser.add_argument("--max-workers", type=_positive_int, metavar="N", help="steps at once")
+    parser.add_argument("--step-timeout", type=_positive_float, metavar="SECONDS")
+    parser.add_argument("--on-error", choices=["fail-fast", "continue"])
+    parser.add_argument("--max-tokens", type=_positive_int, metavar="N", help="token budget")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    from overseer.config import load_settings
+
+    overrides = {
+        "backend.base_url": getattr(args, "base_url", None),
+        "backend.model": getattr(args, "model", None),
+        "backend.planner_model": getattr(args, "planner_model", None),
+        "run.max_workers": getattr(args, "max_workers", None),
+        "run.step_timeout": getattr(args, "step_timeout", None),
+        "run.on_error": getattr(args, "on_error", None),
+        "run.max_tokens": getattr(args, "max_tokens", None),
+        "run.synthesize": False if getattr(args, "no_synthesize", False) else None,
+    }
+    return load_settings(getattr(args, "config", None), overrides)
+
+
+def make_display(args: argparse.Namespace) -> Any:
+    from overseer.interfaces.display import Display
+
+    return None if args.quiet else Display(sys.stderr)
+
+
+def make_engine(args: argparse.Namespace) -> Any:
+    """The engine the flags describe; it records into the run journal and, if the journal
+    cannot record a run, says so in one line on stderr."""
+    from overseer.engine import Overseer
+
+    engine = Overseer(settings_from_args(args))
+    engine.subscribe(_warn_about_journal)
+    return engine
+
+
+def _warn_about_journal(event: Any) -> None:
+    from overseer.events import JournalProblem
+
+    if isinstance(event, JournalProblem):
+        say(f"warning: {event.message}")
+
+
+def print_report(args: argparse.Namespace, report: Any, *, resumable: bool = False) -> int:
+    """Print a finished run as the one-shot command does; returns its exit code."""
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(report.answer)
+        for warning in report.warnings:  # in --json they are the "warnings" field
+            say(f"warning: {warning}")
+    if report.outcome.reason and not report.outcome.ok:
+        say(f"run {report.status}: {report.outcome.reason}")
+    if resumable and not report.outcome.ok:
+        say(f"to continue it: overseer resume {report.run_id}")
+    return int(report.exit_code)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def say(message: str) -> None:
+    sys.stderr.write(f"overseer: {message}\n")
+    sys.stderr.flush()

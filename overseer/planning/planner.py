@@ -1,0 +1,142 @@
+"""Request -> ``Plan`` via the LLM, re-asking with the validation errors a bounded number of times.
+
+Semantic re-asks live here and only here; transport retries live in ``llm.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from overseer.backends.chat import ChatClient, ChatReply, ChatRequest, Message
+from overseer.config import PlannerSettings
+from overseer.config.resources import read_prompt
+from overseer.config.templates import render
+from overseer.core.plan import Plan, group_warnings, parse_plan, plan_json_schema
+from overseer.errors import PlanError, PlanValidationError
+from overseer.planning.jsontext import extract_json
+from overseer.usage import Usage
+
+__all__ = ["PlanResult", "Planner", "load_examples"]
+
+UsageSink = Callable[[Usage, str], None]
+RejectSink = Callable[[int, list[str]], None]
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    plan: Plan
+    usage: Usage
+    attempts: int
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
+class Planner:
+    """Asks ``chat`` for a plan over the tools ``tool_names`` (described by ``tool_lines``)."""
+
+    chat: ChatClient
+    tool_names: Sequence[str]
+    tool_lines: str
+    settings: PlannerSettings = field(default_factory=PlannerSettings)
+    model: str | None = None
+    on_usage: UsageSink | None = None
+    on_reject: RejectSink | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    """Set it to abort the planning call in flight (Ctrl-C)."""
+
+    def plan(self, request: str, context: str = "") -> PlanResult:
+        """A valid plan, or ``PlanError`` once ``max_repairs`` re-asks have failed too."""
+        messages = self._opening(request, context)
+        usage = Usage()
+        problems: list[str] = []
+        for attempt in range(1, self.settings.max_repairs + 2):
+            reply = self.chat.complete(self._request(messages))
+            usage += reply.usage
+            self._count(reply)
+            try:
+                plan = self._parse(reply)
+            except PlanValidationError as exc:
+                problems = exc.problems
+                self._rejected(attempt, problems)
+                messages += _repair_messages(reply.text, problems)
+                continue
+            return PlanResult(plan, usage, attempt, tuple(group_warnings(plan)))
+        raise PlanError(_give_up_message(self.settings.max_repairs + 1, problems), problems)
+
+    def _opening(self, request: str, context: str) -> list[Message]:
+        system = render(
+            "planner_system.md",
+            tools=self.tool_lines,
+            max_steps=self.settings.max_steps,
+            examples=format_examples(self.tool_names),
+        )
+        user = render("planner_user.md", request=request, context=context)
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def _request(self, messages: list[Message]) -> ChatRequest:
+        return ChatRequest(
+            messages=list(messages),
+            model=self.model,
+            temperature=self.settings.temperature,
+            max_tokens=self.settings.max_tokens,
+            schema=plan_json_schema(
+                self.tool_names, self.settings.max_steps, ordered=self.settings.ordered_steps
+            ),
+            schema_name="plan",
+            cancel=self.cancel,
+        )
+
+    def _parse(self, reply: ChatReply) -> Plan:
+        if reply.finish_reason == "length":
+            raise PlanValidationError(
+                ["the reply was cut off at the token limit before the plan was complete"]
+            )
+        try:
+            data = extract_json(reply.text)
+        except ValueError as exc:
+            raise PlanValidationError([f"the reply is not JSON: {exc}"]) from None
+        return parse_plan(data, self.tool_names, self.settings.max_steps)
+
+    def _count(self, reply: ChatReply) -> None:
+        if self.on_usage is not None:
+            self.on_usage(reply.usage, reply.model)
+
+    def _rejected(self, attempt: int, problems: list[str]) -> None:
+        if self.on_reject is not None:
+            self.on_reject(attempt, problems)
+
+
+def _repair_messages(reply_text: str, problems: list[str]) -> list[Message]:
+    listed = "\n".join(f"- {p}" for p in problems)
+    return [
+        {"role": "assistant", "content": reply_text},
+        {"role": "user", "content": render("planner_repair.md", problems=listed)},
+    ]
+
+
+def _give_up_message(attempts: int, problems: list[str]) -> str:
+    shown = "; ".join(problems[:5]) or "no usable reply"
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return f"no valid plan after {attempts} attempts: {shown}{more}"
+
+
+def load_examples() -> list[dict[str, Any]]:
+    """The few-shot plans of ``prompts/plan_examples.json``."""
+    data: list[dict[str, Any]] = json.loads(read_prompt("plan_examples.json"))
+    return data
+
+
+def format_examples(tool_names: Sequence[str]) -> str:
+    """The examples whose tools all exist in this registry, as request/plan pairs."""
+    known = set(tool_names)
+    blocks = []
+    for example in load_examples():
+        tools = {s["tool"] for s in example["plan"]["steps"]}
+        if tools <= known:
+            plan = json.dumps(example["plan"], ensure_ascii=False)
+            blocks.append(f"Request: {example['request']}\nPlan: {plan}")
+    return "\n\n".join(blocks) or "(none)"

@@ -18,6 +18,7 @@ from overseer.usage import Usage
 __all__ = [
     "Event",
     "EventBus",
+    "JoinerDecided",
     "JournalProblem",
     "NodeCallFinished",
     "NodeCallStarted",
@@ -25,12 +26,15 @@ __all__ = [
     "NodeStarted",
     "PlanReady",
     "PlanRejected",
+    "PlanningProgress",
+    "PlanningStarted",
     "RunAborted",
     "RunFinished",
     "RunStarted",
     "StepCancelled",
     "StepFailed",
     "StepFinished",
+    "StepPlanned",
     "StepRetrying",
     "StepSkipped",
     "StepStarted",
@@ -47,8 +51,49 @@ class Event:
 
 @dataclass(frozen=True)
 class RunStarted(Event):
+    """A run began. ``settings`` are the run's non-secret settings (backend URL, models, caps,
+    policy, timeout, budget), so that ``resume`` can continue with them; ``batch_id`` names the
+    batch the run belongs to, if any."""
+
     run_id: str = field()
     request: str
+    settings: dict[str, Any] = field(default_factory=dict, kw_only=True)
+    batch_id: str | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class PlanningStarted(Event):
+    """The planner's call for round ``round`` began (round 1 is the first plan)."""
+
+    round: int = 1
+
+
+@dataclass(frozen=True)
+class PlanningProgress(Event):
+    """The planner's reply is arriving: ``tokens`` received so far, ``elapsed`` seconds since its
+    call began. Emitted at most a few times a second."""
+
+    tokens: int
+    elapsed: float
+    round: int = 1
+
+
+@dataclass(frozen=True)
+class StepPlanned(Event):
+    """A step of round ``round`` arrived (from a streamed plan, or a replan) and was accepted: it
+    is valid and has gone to the executor, which starts it as soon as its dependencies allow."""
+
+    step: Any  # overseer.core.plan.Step
+    round: int = 1
+
+
+@dataclass(frozen=True)
+class JoinerDecided(Event):
+    """After round ``round`` the joiner chose to ``answer`` or to ``replan`` (a new round)."""
+
+    round: int
+    decision: str
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,8 +106,12 @@ class PlanRejected(Event):
 
 @dataclass(frozen=True)
 class PlanReady(Event):
-    plan: Any  # overseer.plan.Plan; Any keeps this module free of pydantic
+    """The plan of round ``round`` is complete and valid (for a streamed plan: every step has
+    arrived; ``plan`` holds them all)."""
+
+    plan: Any  # overseer.core.plan.Plan; Any keeps this module free of pydantic
     warnings: tuple[str, ...] = ()
+    round: int = 1
 
 
 @dataclass(frozen=True)
@@ -143,7 +192,7 @@ class JournalProblem(Event):
 @dataclass(frozen=True)
 class NodeStarted(Event):
     """A code step's node process started. ``attempt`` counts from 1 (2 after the model's fix);
-    ``isolation`` is the sandbox in force (``overseer.isolation.Isolation.as_dict()``)."""
+    ``isolation`` is the sandbox in force (``overseer.nodes.isolation.Isolation.as_dict()``)."""
 
     step_id: str | None
     attempt: int

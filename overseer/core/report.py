@@ -40,6 +40,7 @@ class RunReport:
     timing: Timing = field(default_factory=Timing)
     warnings: tuple[str, ...] = ()
     nodes: dict[str, Any] = field(default_factory=dict)  # code steps: isolation, attempts, calls
+    rounds: int = 1  # planning rounds: 1, plus one per replan of the joiner
 
     @property
     def status(self) -> str:
@@ -67,4 +68,5 @@ class RunReport:
             "timing": self.timing.as_dict(),
             "warnings": list(self.warnings),
             "nodes": self.nodes,
+            "rounds": self.rounds,
         }

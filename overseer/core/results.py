@@ -14,7 +14,8 @@ StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "ca
 
 @dataclass
 class StepRecord:
-    """``started_at``/``finished_at`` are seconds since the run started (None if never)."""
+    """``started_at``/``finished_at`` are seconds since the run started (None if never);
+    ``round`` is the planning round the step came from (1 is the first plan)."""
 
     step_id: str
     status: StepStatus = "pending"
@@ -24,6 +25,7 @@ class StepRecord:
     started_at: float | None = None
     finished_at: float | None = None
     usage: Usage = Usage()
+    round: int = 1
 
     @property
     def duration(self) -> float:
@@ -41,6 +43,7 @@ class StepRecord:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "usage": self.usage.as_dict(),
+            "round": self.round,
         }
 
 

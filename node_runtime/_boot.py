@@ -4,6 +4,9 @@ overseer starts ``python -I -S -X utf8 _boot.py SPEC`` (inside bubblewrap or ``u
 available). SPEC is JSON: the node's path, the import path, the resource limits and the Landlock
 request. Setting limits here, in the node's own process, keeps ``preexec_fn`` out of overseer's
 threaded parent. Any failure to apply the sandbox ends the process before the node runs.
+
+Started as pid 1 of a fresh pid namespace (``unshare --pid --fork``), the boot process stays
+behind as the namespace's init and runs the node as its child: see ``_become_init``.
 """
 
 from __future__ import annotations
@@ -38,13 +41,48 @@ def main(argv: list[str]) -> None:
     sys.path[:] = [*(spec.get("path") or []), *(p for p in sys.path if p != here)]
     sys.dont_write_bytecode = True
     try:
-        _watch_lifeline(spec.get("lifeline"))
         _set_limits(spec.get("limits") or {})
         _lock_down(spec)
+        if os.getpid() == 1:
+            _become_init(spec.get("lifeline"))  # returns in the child only
+        else:
+            _watch_lifeline(spec.get("lifeline"))
     except (OSError, ValueError) as exc:
         sys.stderr.write(f"overseer sandbox: could not be applied: {exc}\n")
         sys.exit(SETUP_FAILED)
     _run(str(spec["node"]))
+
+
+def _become_init(lifeline: int | None) -> None:
+    """Fork: the child goes on to run the node; this process stays pid 1 and ends as it ends.
+
+    The kernel drops every signal sent to a namespace's pid 1 that it has no handler for, the
+    SIGXCPU of the CPU limit included, so a node running as pid 1 would spin on to the hard limit's
+    SIGKILL, which ``unshare`` 2.38 then fails to pass on (it exits 1 with "sigprocmask unblock
+    failed: Invalid argument"). As pid 2 the node gets its signals; this init exits with the node's
+    status, or 128 + the signal that killed it (as bubblewrap reports it), which every version of
+    ``unshare`` hands back as its own status. Its exit ends the namespace, so nothing outlives
+    the node. It holds the same limits and Landlock domain as the node, which cannot trace it.
+    """
+    child = os.fork()
+    if child == 0:
+        return
+    _watch_lifeline(lifeline)
+    os._exit(_reap_until(child))
+
+
+def _reap_until(child: int) -> int:
+    """Reap every orphan handed to this init until ``child`` ends; its status as an exit code."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return SETUP_FAILED
+        except InterruptedError:
+            continue
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            return 128 - code if code < 0 else code
 
 
 def _watch_lifeline(fd: int | None) -> None:
@@ -61,6 +99,7 @@ def _watch_lifeline(fd: int | None) -> None:
         except OSError:
             return  # the node closed it: nothing left to watch
         os.killpg(0, signal.SIGKILL)
+        os._exit(128 + signal.SIGKILL)  # pid 1 is immune to its own SIGKILL; its exit ends all
 
     threading.Thread(target=watch, name="overseer-lifeline", daemon=True).start()
 

@@ -297,3 +297,32 @@ def test_a_rate_limited_server_says_so(server: tuple[str, dict[str, Any]]) -> No
     routes["/v1/models"] = (429, {"error": {"message": "slow down"}})
     [check] = check_backend(settings_for(url))
     assert check.detail.endswith("HTTP 429: rate limited or out of quota (slow down)")
+
+
+def test_a_missing_bubblewrap_is_named_with_the_package_that_brings_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caps = isolation.Capabilities(None, None, 0, None, root=False)
+    monkeypatch.setattr(isolation, "capabilities", lambda: caps)
+    monkeypatch.setattr(sandbox, "capabilities", lambda: caps)
+    warned = [c.detail for c in check_sandbox(load_settings()) if c.status == "warn"]
+    assert any(
+        d.startswith("bubblewrap not found") and "apt-get install bubblewrap" in d for d in warned
+    )
+
+
+def test_doctor_without_bubblewrap_says_so() -> None:
+    """The real command, with bubblewrap hidden as on a machine that lacks it."""
+    with FakeOpenAI(lambda body: "pong") as fake:
+        done = subprocess.run(
+            [sys.executable, "-m", "overseer", "doctor", "--json", "--base-url", fake.url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**_env(), "OPENAI_API_KEY": KEY, "OVERSEER_SANDBOX_HIDE": "bwrap"},
+        )
+    checks = json.loads(done.stdout)["checks"]
+    lines = [c["detail"] for c in checks if c["name"] == "sandbox"]
+    assert "backend: bwrap" not in lines
+    assert any(d.startswith("bubblewrap is hidden by OVERSEER_SANDBOX_HIDE") for d in lines)
+    assert lines[-1].startswith("a trial node ran in"), lines

@@ -98,3 +98,69 @@ def test_probing_prefers_unshare_with_a_pid_namespace(monkeypatch: pytest.Monkey
 def test_a_missing_program_does_not_work() -> None:
     assert not isolation._works(["/nonexistent/program"])
     assert isolation._works(["true"])
+
+
+def test_hiding_bubblewrap_probes_as_a_machine_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("overseer.nodes.isolation.shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(isolation, "_works", lambda command: True)
+    isolation._probe.cache_clear()
+    monkeypatch.setenv(isolation.HIDE_ENV, "bwrap, landlock")
+    try:
+        caps = isolation.capabilities()
+    finally:
+        isolation._probe.cache_clear()
+    assert caps.bwrap is None and not caps.bwrap_installed and caps.hidden == ("bwrap", "landlock")
+    assert caps.unshare == "/usr/bin/unshare" and caps.landlock_abi == 0
+    assert decide(SandboxSettings(), caps).backend == "unshare"
+
+
+def test_hiding_an_unknown_layer_is_one_clear_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(isolation.HIDE_ENV, "bwrap,firejail")
+    with pytest.raises(SandboxUnavailable, match=r"names 'firejail', which is not one of bwrap"):
+        isolation.capabilities()
+
+
+def _missing(caps: Capabilities, **settings: object) -> list[str]:
+    return isolation.missing(caps, decide(SandboxSettings(**settings), caps))
+
+
+def test_a_missing_bubblewrap_is_named_with_its_cost_and_its_package() -> None:
+    no_bwrap = Capabilities(None, "/usr/bin/unshare", 0, None, root=False, unshare_installed=True)
+    [line] = _missing(no_bwrap)
+    assert line.startswith("bubblewrap not found: nodes run under `unshare`, so the file system")
+    assert "sudo apt-get install bubblewrap" in line and "dnf install bubblewrap" in line
+    assert "pacman -S bubblewrap" in line
+    with_landlock = Capabilities(None, "/usr/bin/unshare", 4, None, root=False)
+    assert "only landlock keeps their writes inside" in _missing(with_landlock)[0]
+
+
+def test_bubblewrap_that_cannot_run_is_told_apart_from_a_missing_one() -> None:
+    broken = Capabilities(None, "/usr/bin/unshare", 0, None, root=False, bwrap_installed=True)
+    [line] = _missing(broken)
+    assert line.startswith("bubblewrap is installed but cannot run here: user namespaces are off")
+
+
+def test_nothing_is_missing_where_bubblewrap_works() -> None:
+    assert _missing(EVERYTHING) == []
+    assert _missing(EVERYTHING, backend="none") == []  # a chosen backend is not a gap
+
+
+def test_without_unshare_the_shared_network_is_named() -> None:
+    lines = _missing(NOTHING)
+    assert len(lines) == 2 and lines[0].startswith("bubblewrap not found: nodes run with no")
+    assert (
+        lines[1].startswith("unshare not found: nodes share the network")
+        and "util-linux" in (lines[1])
+    )
+    no_userns = Capabilities(None, None, 0, None, root=False, unshare_installed=True)
+    assert _missing(no_userns)[1].startswith("unshare cannot create namespaces: user namespaces")
+    hidden = Capabilities(None, None, 0, None, root=False, hidden=("bwrap", "unshare"))
+    assert [line.split(":")[0] for line in _missing(hidden)] == [
+        "bubblewrap is hidden by OVERSEER_SANDBOX_HIDE",
+        "unshare is hidden by OVERSEER_SANDBOX_HIDE",
+    ]
+
+
+def test_asking_for_a_missing_bubblewrap_says_how_to_install_it() -> None:
+    with pytest.raises(SandboxUnavailable, match=r"bubblewrap not found: install it with"):
+        decide(SandboxSettings(backend="bwrap"), NOTHING)

@@ -22,7 +22,7 @@ import pytest
 import node_runtime
 from node_runtime import wire
 from overseer.events import NodeCallFinished, NodeCallStarted
-from overseer.nodes.isolation import capabilities, decide
+from overseer.nodes.isolation import HIDE_ENV, capabilities, decide
 from overseer.nodes.sandbox import SETUP_FAILED, NodeRun
 from tests.nodehelp import (
     BACKENDS,
@@ -307,16 +307,17 @@ def test_junk_on_stdout_does_not_disturb_the_tool_channel(backend: str) -> None:
     assert broker is not None and broker.calls == 3 and broker.protocol_error == ""
 
 
-def test_oversized_output_is_cut_off() -> None:
-    node, _ = run_code("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n")
+def test_oversized_output_is_cut_off(backend: str) -> None:
+    code = "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"
+    node, _ = run_code(code, settings=sandbox(backend))
     assert node.stopped == "output"
     assert "too much on stdout" in (node.failure() or "")
 
 
-def test_a_cancelled_node_is_stopped() -> None:
+def test_a_cancelled_node_is_stopped(backend: str) -> None:
     cancelled = threading.Event()
     cancelled.set()
-    node, _ = run_code("while True:\n    pass\n", cancelled=cancelled)
+    node, _ = run_code("while True:\n    pass\n", settings=sandbox(backend), cancelled=cancelled)
     assert node.stopped == "cancelled" and "cancelled" in (node.failure() or "")
 
 
@@ -334,10 +335,51 @@ def test_the_working_folder_is_private_and_removed(backend: str) -> None:
     assert folder.endswith("/work") and not os.path.exists(os.path.dirname(folder))
 
 
-def test_cpu_time_is_limited() -> None:
-    node, _ = run_code("while True:\n    pass\n", settings=sandbox(cpu_seconds=1), timeout=60)
+def test_cpu_time_is_limited(backend: str) -> None:
+    """Under ``unshare`` the node once ran as pid 1, which the kernel spares SIGXCPU, and
+    unshare 2.38 turned the hard limit's SIGKILL into "exited with status 1"."""
+    settings = sandbox(backend, cpu_seconds=1)
+    node, _ = run_code("while True:\n    pass\n", settings=settings, timeout=60)
     assert node.stopped is None and not node.ok
-    assert "SIGXCPU" in (node.failure() or "") or "SIGKILL" in (node.failure() or "")
+    assert "was killed by SIGXCPU (CPU limit of 1s)" in (node.failure() or ""), node.stderr
+
+
+def test_a_node_ignoring_sigxcpu_is_killed_at_the_hard_limit(backend: str) -> None:
+    code = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True:\n    pass\n"
+    node, _ = run_code(code, settings=sandbox(backend, cpu_seconds=1), timeout=60)
+    assert node.stopped is None and "was killed by SIGKILL" in (node.failure() or ""), node.stderr
+
+
+def test_a_node_killed_by_a_signal_is_reported_by_its_name(backend: str) -> None:
+    code = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    node, _ = run_code(code, settings=sandbox(backend))
+    assert node.failure() == "the node was killed by SIGKILL (a limit was hit, or it was killed)"
+    assert "sigprocmask" not in node.stderr
+
+
+def test_a_nodes_own_exit_status_comes_through(backend: str) -> None:
+    node, _ = run_code("import sys\nsys.exit(3)\n", settings=sandbox(backend))
+    assert node.returncode == 3 and node.failure() == "the node exited with status 3"
+
+
+def test_in_a_pid_namespace_the_node_is_not_its_init(backend: str) -> None:
+    """pid 1 would ignore the signals it has no handler for: the boot process stays init."""
+    if not decide(sandbox(backend)).pid_namespace:
+        pytest.skip("no pid namespace with this backend")
+    code = "import json, os\nprint(json.dumps([os.getpid(), os.getppid()]))\n"
+    node, _ = run_code(code, settings=sandbox(backend))
+    assert node.ok and json.loads(node.stdout) == [2, 1]
+
+
+def test_without_bubblewrap_auto_falls_back_to_unshare_and_still_limits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As on a machine without bubblewrap (issue 8): OVERSEER_SANDBOX_HIDE hides it."""
+    monkeypatch.setenv(HIDE_ENV, "bwrap")
+    require_backend("unshare")
+    assert decide(sandbox()).backend == "unshare"
+    node, _ = run_code("while True:\n    pass\n", settings=sandbox(cpu_seconds=1), timeout=60)
+    assert "SIGXCPU" in (node.failure() or ""), node.stderr
 
 
 def test_a_sandbox_that_cannot_be_applied_stops_before_the_node_runs(tmp_path: Path) -> None:
@@ -381,6 +423,7 @@ def test_a_failed_setup_is_described_in_one_line() -> None:
         (-9, "was killed by SIGKILL"),
         (137, "was killed by SIGKILL"),
         (-24, "SIGXCPU (CPU limit"),
+        (152, "SIGXCPU (CPU limit"),
         (3, "exited with status 3"),
         (200, "exited with status 200"),
     ],
@@ -431,6 +474,12 @@ def test_plain_unshare_still_isolates_the_network_and_kills_the_group() -> None:
     assert processes_with(marker) == []
 
 
+@pytest.mark.usefixtures("plain_unshare")
+def test_plain_unshare_reports_the_cpu_limit() -> None:
+    node, _ = run_code("while True:\n    pass\n", settings=sandbox("unshare", cpu_seconds=1))
+    assert "was killed by SIGXCPU" in (node.failure() or ""), node.stderr
+
+
 def test_the_limits_are_in_force_inside_the_node(backend: str) -> None:
     code = (
         "import json, resource\n"
@@ -447,19 +496,20 @@ def test_the_limits_are_in_force_inside_the_node(backend: str) -> None:
     assert limits["RLIMIT_NOFILE"] == [40, 40] and limits["RLIMIT_CORE"] == [0, 0]
 
 
-def test_a_file_over_the_size_limit_cannot_be_written() -> None:
+def test_a_file_over_the_size_limit_cannot_be_written(backend: str) -> None:
     code = (
         "import json\n"
         "try:\n    open('big', 'wb').write(b'x' * (2 * 1024 * 1024))\n    print('true')\n"
         "except OSError as exc:\n    print(json.dumps(exc.errno))\n"
     )
-    node, _ = run_code(code, settings=sandbox(file_size_mb=1))
+    node, _ = run_code(code, settings=sandbox(backend, file_size_mb=1))
     assert node.ok, node.stderr
     assert json.loads(node.stdout) == 27  # EFBIG
 
 
-def test_lifted_limits_are_left_alone() -> None:
-    settings = sandbox(cpu_seconds=None, memory_mb=None, file_size_mb=None, open_files=None)
+def test_lifted_limits_are_left_alone(backend: str) -> None:
+    lifted = {"cpu_seconds": None, "memory_mb": None, "file_size_mb": None, "open_files": None}
+    settings = sandbox(backend, **lifted)
     code = "import json, resource\nprint(json.dumps(resource.getrlimit(resource.RLIMIT_AS)))"
     node, _ = run_code(code, settings=settings)
     assert node.ok and json.loads(node.stdout)[0] == -1  # RLIM_INFINITY

@@ -210,16 +210,19 @@ def check_tools(settings: Any) -> list[Check]:
 
 
 def check_sandbox(settings: Any) -> list[Check]:
-    from overseer.nodes.isolation import SandboxUnavailable, decide
+    """The isolation nodes get here, what is missing and how to get it, and a trial node."""
+    from overseer.nodes import isolation as iso
 
     try:
-        isolation = decide(settings.nodes.sandbox)
-    except SandboxUnavailable as exc:
+        isolation = iso.decide(settings.nodes.sandbox)
+        missing = iso.missing(iso.capabilities(), isolation)
+    except iso.SandboxUnavailable as exc:
         return [Check("sandbox", "FAIL", str(exc))]
     lines = [
         Check("sandbox", "warn" if "NOT" in line else "ok", line) for line in isolation.lines()
     ]
-    return [*lines, _trial_node(settings, isolation)]
+    gaps = [Check("sandbox", "warn", line) for line in missing]
+    return [*lines, *gaps, _trial_node(settings, isolation)]
 
 
 def _trial_node(settings: Any, isolation: Any) -> Check:

@@ -6,6 +6,10 @@ mount a fresh /proc, pid namespaces; else plain ``unshare -rn``), none.
 Landlock, where the kernel has it, adds "write only in the node's folder" (and no TCP when the
 network is off) on top of any backend. A pids cgroup caps processes where RLIMIT_NPROC is not
 enforced (root). The result is a plain record, kept with the run and shown by ``overseer doctor``.
+
+``OVERSEER_SANDBOX_HIDE=bwrap`` (a comma-separated list of bwrap, unshare, landlock) makes this
+process probe as if those were missing: to see, and test, how nodes fare on a machine without
+them, e.g. ``OVERSEER_SANDBOX_HIDE=bwrap python -m pytest tests/test_sandbox.py``.
 """
 
 from __future__ import annotations
@@ -21,13 +25,31 @@ from typing import Any
 from overseer.config.nodes import SandboxSettings
 from overseer.nodes.cgroup import pids_cgroup_base
 
-__all__ = ["Capabilities", "Isolation", "SandboxUnavailable", "capabilities", "decide"]
+__all__ = [
+    "HIDE_ENV",
+    "Capabilities",
+    "Isolation",
+    "SandboxUnavailable",
+    "capabilities",
+    "decide",
+    "missing",
+]
 
 _TRUE = shutil.which("true") or "/bin/true"
 _PROBE_TIMEOUT = 10.0
 BWRAP_ARGS = ("--unshare-all", "--die-with-parent")
 UNSHARE_WITH_PIDS = ("--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--mount-proc")
 UNSHARE_PLAIN = ("--user", "--map-root-user")
+HIDE_ENV = "OVERSEER_SANDBOX_HIDE"
+_HIDEABLE = ("bwrap", "unshare", "landlock")
+_INSTALL_BWRAP = (
+    "install it with `sudo apt-get install bubblewrap` (Debian, Ubuntu), "
+    "`sudo dnf install bubblewrap` (Fedora) or `sudo pacman -S bubblewrap` (Arch)"
+)
+_USERNS = (
+    "user namespaces are off here (sysctl user.max_user_namespaces, or "
+    "kernel.unprivileged_userns_clone / kernel.apparmor_restrict_unprivileged_userns)"
+)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -44,6 +66,9 @@ class Capabilities:
     cgroup_base: Path | None
     root: bool
     unshare_args: tuple[str, ...] = UNSHARE_WITH_PIDS  # the variant that works here
+    bwrap_installed: bool = False  # on PATH, whether or not it works here
+    unshare_installed: bool = False
+    hidden: tuple[str, ...] = ()  # named in OVERSEER_SANDBOX_HIDE
 
 
 @dataclass(frozen=True)
@@ -78,17 +103,35 @@ class Isolation:
         ]
 
 
-@cache
 def capabilities() -> Capabilities:
-    bwrap = shutil.which("bwrap")
-    unshare, unshare_args = _unshare()
+    """What this machine offers, less what ``OVERSEER_SANDBOX_HIDE`` hides (probed once)."""
+    return _probe(_hidden(os.environ.get(HIDE_ENV, "")))
+
+
+def _hidden(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    for name in names:
+        if name not in _HIDEABLE:
+            raise SandboxUnavailable(
+                f"{HIDE_ENV} names {name!r}, which is not one of {', '.join(_HIDEABLE)}"
+            )
+    return names
+
+
+@cache
+def _probe(hidden: tuple[str, ...]) -> Capabilities:
+    bwrap = None if "bwrap" in hidden else shutil.which("bwrap")
+    unshare, unshare_args = (None, UNSHARE_WITH_PIDS) if "unshare" in hidden else _unshare()
     return Capabilities(
         bwrap=bwrap if bwrap and _works([bwrap, *BWRAP_ARGS, *bwrap_mounts(), _TRUE]) else None,
         unshare=unshare,
-        landlock_abi=_landlock_abi(),
+        landlock_abi=0 if "landlock" in hidden else _landlock_abi(),
         cgroup_base=pids_cgroup_base() if os.geteuid() == 0 else None,
         root=os.geteuid() == 0,
         unshare_args=unshare_args,
+        bwrap_installed=bwrap is not None,
+        unshare_installed="unshare" not in hidden and shutil.which("unshare") is not None,
+        hidden=hidden,
     )
 
 
@@ -150,11 +193,16 @@ def _backend(settings: SandboxSettings, caps: Capabilities) -> str:
     if settings.backend == "auto":
         return next(name for name in ("bwrap", "unshare", "none") if available[name])
     if not available[settings.backend]:
+        hint = "; bubblewrap not found: " + _INSTALL_BWRAP if _bwrap_absent(settings, caps) else ""
         raise SandboxUnavailable(
             f"sandbox backend {settings.backend!r} does not work here "
-            f"(available: {', '.join(n for n, ok in available.items() if ok)})"
+            f"(available: {', '.join(n for n, ok in available.items() if ok)}){hint}"
         )
     return settings.backend
+
+
+def _bwrap_absent(settings: SandboxSettings, caps: Capabilities) -> bool:
+    return settings.backend == "bwrap" and not caps.bwrap_installed and "bwrap" not in caps.hidden
 
 
 def _network(settings: SandboxSettings, backend: str, landlock: bool, abi: int) -> str:
@@ -194,3 +242,38 @@ def _limits(settings: SandboxSettings) -> dict[str, int | None]:
         "open_files": settings.open_files,
         "processes": settings.processes,
     }
+
+
+def missing(caps: Capabilities, isolation: Isolation) -> list[str]:
+    """What isolation is missing here, what that costs a node, and what brings it back."""
+    found: list[str] = []
+    if caps.bwrap is None and isolation.backend != "bwrap":
+        found.append(_without_bwrap(caps, isolation))
+    if caps.unshare is None and isolation.backend == "none":
+        found.append(_without_unshare(caps))
+    return found
+
+
+def _without_bwrap(caps: Capabilities, isolation: Isolation) -> str:
+    runs = {"unshare": "under `unshare`", "none": "with no namespaces"}[isolation.backend]
+    cost = (
+        "only landlock keeps their writes inside their folder"
+        if isolation.use_landlock
+        else "the file system outside the node's folder is writable"
+    )
+    if "bwrap" in caps.hidden:
+        return f"bubblewrap is hidden by {HIDE_ENV}: nodes run {runs}, so {cost}"
+    if caps.bwrap_installed:
+        return f"bubblewrap is installed but cannot run here: {_USERNS}; nodes run {runs}"
+    return f"bubblewrap not found: nodes run {runs}, so {cost}; {_INSTALL_BWRAP}"
+
+
+def _without_unshare(caps: Capabilities) -> str:
+    if "unshare" in caps.hidden:
+        return f"unshare is hidden by {HIDE_ENV}: nodes share the network and pids of overseer"
+    if caps.unshare_installed:
+        return f"unshare cannot create namespaces: {_USERNS}; nodes share the network and pids"
+    return (
+        "unshare not found: nodes share the network and pids of overseer; it comes with "
+        "util-linux (`sudo apt-get install util-linux`)"
+    )

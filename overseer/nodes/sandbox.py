@@ -57,7 +57,6 @@ _BOOT = str(_runtime_folder() / "_boot.py")
 _RUNTIME_ROOT = str(_runtime_folder().parent)
 _STDERR_TAIL = 64 * 1024
 _CHUNK = 65536
-_LAUNCHER_PROCESSES = {"bwrap": 2, "unshare": 1}  # at most, before the node's own
 _CANCEL_TICK = 0.1  # how soon a cancelled run notices (ctx.cancelled offers no callback)
 
 
@@ -128,8 +127,17 @@ def _cgroup(isolation: Isolation, settings: SandboxSettings) -> PidsCgroup | Non
     base = capabilities().cgroup_base
     if not isolation.use_cgroup or base is None or settings.processes is None:
         return None
-    launcher = _LAUNCHER_PROCESSES.get(isolation.backend, 0)
-    return PidsCgroup.create(base, settings.processes + launcher)
+    return PidsCgroup.create(base, settings.processes + _launchers(isolation))
+
+
+def _launchers(isolation: Isolation) -> int:
+    """Processes that run before the node's own: bubblewrap and its init, or ``unshare`` and,
+    in a pid namespace, the boot process that stays behind as its init."""
+    if isolation.backend == "bwrap":
+        return 2
+    if isolation.backend == "unshare":
+        return 2 if isolation.pid_namespace else 1
+    return 0
 
 
 class _Folder:

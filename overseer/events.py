@@ -201,13 +201,15 @@ class NodeStarted(Event):
 
 @dataclass(frozen=True)
 class NodeFinished(Event):
-    """A node process ended; ``error`` is None when it succeeded; ``calls`` counts its calls."""
+    """A node process ended; ``error`` is None when it succeeded; ``calls`` counts its calls;
+    ``stderr`` is the end (64 KiB at most) of what it wrote there, whole tracebacks included."""
 
     step_id: str | None
     attempt: int
     duration: float
     error: str | None
     calls: int = 0
+    stderr: str = ""
 
 
 @dataclass(frozen=True)

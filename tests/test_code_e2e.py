@@ -95,3 +95,48 @@ def test_a_node_that_keeps_failing_fails_the_run_with_its_error() -> None:
     fixes = [b for b in fake.requests if "That node failed" in user_text(b)]
     assert len(fixes) == 1 and "no fruit today" in user_text(fixes[0])
     assert "Traceback" not in result.stderr
+
+
+LOOPING = "```python\nimport time\nwhile True:\n    time.sleep(0.05)\n```"
+
+
+def test_a_looping_node_under_step_timeout_is_not_re_asked() -> None:
+    """Issue 11: '--step-timeout 3' re-asked the model with no time left, then reported
+    'timed out after 0.001s'."""
+    with FakeOpenAI(responder([PLAN], node_script(node=LOOPING))) as fake:
+        result = run_cli(
+            "translate some fruits",
+            "--base-url",
+            fake.url,
+            "--step-timeout",
+            "3",
+            "--json",
+            "--quiet",
+            env={"OPENAI_API_KEY": KEY},
+            timeout=120,
+        )
+    data = json_out(result)
+    error = data["steps"][1]["error"]
+    assert "the step's timeout of 3s ran out" in error and "0.001" not in error, error
+    assert "(1 attempt)" in error
+    assert [b for b in fake.requests if "That node failed" in user_text(b)] == []
+
+
+def test_the_whole_traceback_is_kept_in_the_journal_not_in_the_error() -> None:
+    deep = "```python\ndef f():\n    raise ValueError('bad fruit')\n\nf()\n```"
+    with FakeOpenAI(responder([PLAN], node_script(node=deep))) as fake:
+        result = run_cli(
+            "translate some fruits",
+            "--base-url",
+            fake.url,
+            "--json",
+            "--quiet",
+            env={"OPENAI_API_KEY": KEY},
+            timeout=120,
+        )
+    data = json_out(result)
+    error = data["steps"][1]["error"]
+    assert error.endswith("ValueError: bad fruit (node.py line 2)") and "\n" not in error
+    shown = run_cli("runs", "show", data["run_id"], "--json", timeout=60)
+    node = json_out(shown)["nodes"]["step2"]
+    assert node["stderr"].startswith("Traceback") and "in f" in node["stderr"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -16,6 +17,7 @@ from overseer.core.report import RunReport
 from overseer.core.toolbase import CallContext, Tool
 from overseer.errors import ConfigError, ToolError
 from overseer.events import NodeCallFinished, NodeCallStarted, NodeFinished, NodeStarted
+from overseer.nodes import codetool
 from overseer.nodes.codetool import CodeTool, code_tool
 from tests.fakes import RuleChat, ScriptedChat, plan_json
 from tests.nodehelp import Recorder, processes_with
@@ -132,8 +134,73 @@ def test_a_node_failing_twice_fails_the_step_with_its_error() -> None:
     report, _, _ = run(ONE_CODE_STEP, Script(broken, broken))
     assert report.status == "failed"
     error = report.outcome.steps["step1"].error or ""
-    assert "the node failed (2 attempts)" in error and "exited with status 1" in error
-    assert "ValueError: the data is wrong" in error
+    assert error == (
+        "the node failed (2 attempts): the node exited with status 1: "
+        "ValueError: the data is wrong (node.py line 1)"
+    )
+
+
+DEEP = "def inner():\n    raise KeyError('k')\n\ndef outer():\n    inner()\n\nouter()\n"
+
+
+def test_a_failed_nodes_error_is_one_line_and_its_whole_stderr_is_in_the_report() -> None:
+    report, recorder, _ = run(ONE_CODE_STEP, Script(DEEP), **{"nodes.max_fixes": 0})
+    error = report.outcome.steps["step1"].error or ""
+    assert "\n" not in error and "Traceback" not in error
+    assert error.endswith(": KeyError: 'k' (node.py line 2)")
+    stderr = report.to_json()["nodes"]["step1"]["stderr"]
+    assert stderr.startswith("Traceback") and "line 5, in outer" in stderr
+    [finished] = recorder.of(NodeFinished)
+    assert finished.stderr == stderr and finished.error is not None
+
+
+def test_a_node_that_used_up_the_steps_time_is_not_asked_to_be_fixed() -> None:
+    """Issue 11: it was re-asked with no time left, then 'timed out after 0.001s'."""
+    nap = "import time\nwhile True:\n    time.sleep(0.05)"
+    script = Script(nap)  # a second node request would fail the script
+    overrides = {"run.step_timeout": 1.5, "nodes.max_fixes": 1}
+    report, recorder, _ = run(ONE_CODE_STEP, script, **overrides)
+    error = report.outcome.steps["step1"].error or ""
+    assert len(script.node_requests) == 1 and len(recorder.of(NodeFinished)) == 1
+    assert "the step's timeout of 1.5s ran out after the node had run" in error, error
+    assert "no fix was asked for" in error and "0.001" not in error
+
+
+def test_a_quick_failure_is_still_fixed_within_a_step_timeout() -> None:
+    script = Script("raise SystemExit(4)", "print(5)")
+    report, _, _ = run(ONE_CODE_STEP, script, **{"run.step_timeout": 60})
+    assert report.outcome.steps["step1"].output == "5" and len(script.node_requests) == 2
+
+
+def test_too_little_time_left_after_writing_starts_no_node() -> None:
+    settings = load_settings()
+    spec = ToolSpec(name="code", kind="code", description="d", timeout=5.0)
+    tool = code_tool(spec, settings, ScriptedChat("print(1)"))
+    ctx = _ctx_with_services(tool)
+    ctx.deadline = time.monotonic() + 0.1  # all but spent
+    recorder = Recorder()
+    ctx.extra["overseer.tools.services"].bus.subscribe(recorder)
+    with pytest.raises(ToolError, match=r"the step's timeout of 5s ran out before the node ran"):
+        tool.run("x", {}, ctx)
+    assert recorder.of(NodeStarted) == []
+
+
+@pytest.mark.parametrize(
+    ("stderr", "summary"),
+    [
+        ("", ""),
+        ("\n\n", ""),
+        ("just a line\n", "just a line"),
+        (
+            'Traceback (most recent call last):\n  File "/tmp/x/node.py", line 7, in <module>\n'
+            '  File "/usr/lib/python3.11/json/__init__.py", line 2, in loads\nValueError: v\n',
+            "ValueError: v (node.py line 7)",
+        ),
+        ("x" * 400, "x" * 297 + "..."),
+    ],
+)
+def test_the_short_form_of_stderr(stderr: str, summary: str) -> None:
+    assert codetool._stderr_summary(stderr) == summary
 
 
 def test_max_fixes_zero_fails_at_once() -> None:

@@ -4,11 +4,14 @@ The node is checked before it runs (it parses, it imports only allowed modules),
 task and its dependencies' outputs as JSON on stdin, may call the run's other tools through
 ``node_runtime`` (served by ``Broker``), and prints the step's output as one JSON value. A node
 that fails (rejected, an exception, bad output, a timeout) goes back to the model with its error
-and stderr, ``nodes.max_fixes`` times; then the step fails with the node's error.
+and stderr, ``nodes.max_fixes`` times while the step has time left for another try; then the step
+fails with the node's error in one line (its exception and the line of the node that raised it).
+The whole stderr (its last 64 KiB) goes into ``NodeFinished`` and the run report's ``nodes``.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -32,8 +35,11 @@ from overseer.usage import Usage
 __all__ = ["CodeTool", "code_tool"]
 
 _SYSTEM_PROMPT = "node_system.md"
-_ERROR_LINES = 12
 _BEFORE_STEP_DEADLINE = 0.1  # seconds
+_MIN_NODE_SECONDS = 0.05  # with less left of the step, a node is not started at all
+_MIN_FIX_SECONDS = 1.0  # a fix is a model reply and a node run: never asked for with less left
+_LAST_LINE_CHARS = 300
+_NODE_FRAME = re.compile(r'File "[^"]*/node\.py", line (\d+)')
 
 
 @dataclass(frozen=True)
@@ -110,16 +116,18 @@ class _Session:
     def run(self) -> ToolResult:
         isolation = self._isolation()
         messages = self._opening()
-        reply = self._ask(messages)
         attempt = 1
         while True:
+            began = time.monotonic()
+            reply = self._ask(messages)
             result = self._try(extract_code(reply.text), attempt, isolation)
             if result.error is None:
                 return ToolResult(output=result.output, usage=self.usage, model=self.model)
             if not self._may_fix(attempt):
                 raise ToolError(_failure_message(result, attempt))
+            if not self._time_for_fix(time.monotonic() - began):
+                raise ToolError(_failure_message(result, attempt) + self._no_time_note())
             messages += [{"role": "assistant", "content": reply.text}, _fix_message(result)]
-            reply = self._ask(messages)
             attempt += 1
 
     def _isolation(self) -> Isolation:
@@ -154,16 +162,29 @@ class _Session:
         return reply
 
     def _may_fix(self, attempt: int) -> bool:
-        if attempt > self.tool.nodes.max_fixes or self.ctx.cancelled.is_set():
-            return False
+        return attempt <= self.tool.nodes.max_fixes and not self.ctx.cancelled.is_set()
+
+    def _time_for_fix(self, last_took: float) -> bool:
+        """Another try needs about what the last one took (a reply, a run), and never under
+        a second: a node that used up the step's time is not re-asked with none left."""
         remaining = self.ctx.remaining()
-        return remaining is None or remaining > 0
+        return remaining is None or remaining >= max(_MIN_FIX_SECONDS, last_took)
+
+    def _no_time_note(self) -> str:
+        left = self.ctx.remaining() or 0.0
+        return (
+            f" (no fix was asked for: {left:.1f}s of the step's {self.tool.timeout:g}s were left)"
+        )
 
     def _try(self, code: str, attempt: int, isolation: Isolation) -> _Attempt:
         problems = check_code(code, self.tool.nodes.allowed_modules)
         if problems:
             return _Attempt(f"the node was rejected before running: {'; '.join(problems)}")
         timeout = self._timeout()
+        if timeout < _MIN_NODE_SECONDS:
+            return _Attempt(
+                f"the step's timeout of {self.tool.timeout:g}s ran out before the node ran"
+            )
         broker = Broker(
             self.services,
             step_id=self.ctx.step_id,
@@ -174,7 +195,7 @@ class _Session:
         run = self._run(code, isolation, timeout, broker)
         self.usage += broker.usage
         self.calls += broker.calls
-        result = _judge(run, broker)
+        result = _judge(run, broker, self.tool.timeout)
         self._finished(attempt, run, result)
         return result
 
@@ -198,7 +219,7 @@ class _Session:
         remaining = self.ctx.remaining()
         if remaining is None:
             return self.tool.timeout
-        return max(0.001, min(self.tool.timeout, remaining - _BEFORE_STEP_DEADLINE))
+        return max(0.0, min(self.tool.timeout, remaining - _BEFORE_STEP_DEADLINE))
 
     def _started(self, attempt: int, isolation: Isolation) -> None:
         services, step_id = self.services, self.ctx.step_id
@@ -208,20 +229,21 @@ class _Session:
     def _finished(self, attempt: int, run: NodeRun, result: _Attempt) -> None:
         services, step_id = self.services, self.ctx.step_id
         event = NodeFinished(
-            services.since(), step_id, attempt, run.duration, result.error, self.calls
+            services.since(), step_id, attempt, run.duration, result.error, self.calls, run.stderr
         )
         services.bus.emit(event)
         services.node_log.record(
             step_id,
             calls=self.calls,
             error=result.error,
+            stderr=run.stderr,
             duration_s=round(run.duration, 4),
             peak_processes=run.peak_processes,
         )
 
 
-def _judge(run: NodeRun, broker: Broker) -> _Attempt:
-    failure = run.failure()
+def _judge(run: NodeRun, broker: Broker, step_timeout: float) -> _Attempt:
+    failure = _timeout_words(run, step_timeout) or run.failure()
     output = ""
     if failure is None:
         try:
@@ -238,11 +260,38 @@ def _fix_message(result: _Attempt) -> Message:
     return {"role": "user", "content": render("node_fix.md", error=result.error, stderr=stderr)}
 
 
+def _timeout_words(run: NodeRun, step_timeout: float) -> str | None:
+    """A node cut short by the step's deadline is blamed on the step's timeout, not on the
+    sliver of it the node was left with."""
+    if run.stopped != "timeout" or run.timeout >= step_timeout:
+        return None
+    return (
+        f"the node timed out and was killed: the step's timeout of {step_timeout:g}s ran out "
+        f"after the node had run {run.duration:.1f}s"
+    )
+
+
 def _failure_message(result: _Attempt, attempts: int) -> str:
+    """One line: the failure, and the node's last stderr line with the node's line number."""
     tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
     message = f"the node failed ({tries}): {result.error}"
-    tail = _last_lines(result.stderr, _ERROR_LINES)
-    return f"{message}\nstderr:\n{tail}" if tail else message
+    summary = _stderr_summary(result.stderr)
+    if not summary or summary in message:
+        return message
+    return f"{message}: {summary}"
+
+
+def _stderr_summary(stderr: str) -> str:
+    """``ValueError: bad (node.py line 3)``: the last line, and the last line of node.py a
+    traceback names (the whole stderr is in the run report)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    last = lines[-1]
+    if len(last) > _LAST_LINE_CHARS:
+        last = last[: _LAST_LINE_CHARS - 3] + "..."
+    frames = _NODE_FRAME.findall(stderr)
+    return f"{last} (node.py line {frames[-1]})" if frames else last
 
 
 def _last_lines(text: str, count: int) -> str:

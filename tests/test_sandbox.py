@@ -22,6 +22,7 @@ import pytest
 import node_runtime
 from node_runtime import wire
 from overseer.events import NodeCallFinished, NodeCallStarted
+from overseer.nodes.folders import sweep_stale
 from overseer.nodes.isolation import HIDE_ENV, capabilities, decide
 from overseer.nodes.sandbox import SETUP_FAILED, NodeRun
 from tests.nodehelp import (
@@ -234,6 +235,32 @@ def test_a_node_dies_when_overseer_dies(backend: str, repo_root: Path) -> None:
             parent.wait()
     for fd in pidfds:
         os.close(fd)
+    left = Path(folder).parent  # nothing could remove it: the next overseer does
+    assert left.exists() and left in sweep_stale() and not left.exists()
+
+
+def test_a_node_cancelled_while_running_leaves_no_folder_and_no_process(backend: str) -> None:
+    """The cancel path a SIGTERM or SIGHUP of overseer takes: the step's task goes too."""
+    reporter = Reporter()
+    run, _ = services(reporter)
+    cancelled = threading.Event()
+    marker = "overseer-cancel-" + uuid.uuid4().hex
+    code = (
+        REPORT_FOLDER
+        + f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'while True: pass',"
+        f" '{marker}'])\nwhile True:\n    pass\n"
+    )
+
+    def cancel_once_running() -> None:
+        reporter.first()
+        cancelled.set()
+
+    threading.Thread(target=cancel_once_running, daemon=True).start()
+    node, _ = run_code(code, run, settings=sandbox(backend), cancelled=cancelled)
+    folder = Path(reporter.first())
+    assert node.stopped == "cancelled"
+    assert not folder.parent.exists()  # input.json, with the step's task, included
+    assert processes_with(str(folder)) == [] and processes_with(marker) == []
 
 
 def test_a_network_connection_fails(backend: str) -> None:

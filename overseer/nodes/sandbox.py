@@ -19,13 +19,11 @@ import importlib.util
 import json
 import os
 import selectors
-import shutil
 import signal
 import site
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -36,6 +34,7 @@ from typing import IO, Any, Protocol
 from node_runtime import wire
 from overseer.config.nodes import SandboxSettings
 from overseer.nodes.cgroup import PidsCgroup
+from overseer.nodes.folders import make_folder, remove_folder
 from overseer.nodes.isolation import BWRAP_ARGS, Isolation, bwrap_mounts, capabilities
 from overseer.nodes.proctree import group_members, kill_and_wait
 
@@ -141,10 +140,11 @@ def _launchers(isolation: Isolation) -> int:
 
 
 class _Folder:
-    """``<tmp>/overseer-node-XXXX/`` holding node.py, input.json and ``work/`` (the cwd)."""
+    """``<tmp>/overseer-node-<pid>-<start>-XXXX/`` holding node.py, input.json and ``work/``
+    (the cwd); removed whatever way the node ended (``overseer.nodes.folders``)."""
 
     def __enter__(self) -> _Folder:
-        self.root = Path(tempfile.mkdtemp(prefix="overseer-node-"))
+        self.root = make_folder()
         self.work = self.root / "work"
         self.work.mkdir()
         self.node = self.root / "node.py"
@@ -156,7 +156,7 @@ class _Folder:
         self.input.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
 
     def __exit__(self, *exc_info: object) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        remove_folder(self.root)
 
 
 class _Launch:

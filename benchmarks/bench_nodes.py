@@ -8,6 +8,8 @@
    one after the other with ``call_tool`` (a full round trip each), timed inside the node.
 3. ten 200 ms calls from a node: one ``call_tools_parallel`` of ten calls to a tool that takes
    200 ms, timed inside the node, and the node's whole run.
+4. a node spinning past a 1 s CPU limit, under each backend: what its failure says, and how long
+   from ``run_node`` to the report (the limit's SIGXCPU must be named, whatever the backend).
 Targets: node start at most 150 ms with the sandbox on; ten 200 ms calls at most 260 ms.
 """
 
@@ -28,6 +30,7 @@ from overseer.nodes.sandbox import NodeRun, run_node
 from overseer.tools.registry import FunctionTool, ToolRegistry
 from overseer.tools.services import RunServices
 
+BACKENDS = ("bwrap", "unshare", "none")
 FIRST_CALL = "from node_runtime import call_tool\ncall_tool('noop', 'x')\nprint(1)\n"
 MANY = """import json, time
 from node_runtime import call_tool, call_tools_parallel
@@ -96,6 +99,29 @@ def first_call_ms(backend: str, runs: int) -> list[float]:
     return figures
 
 
+def cpu_limit_report(backend: str) -> tuple[str, float]:
+    """The failure of a node killed at a 1 s CPU limit, and the seconds it took to hear of it."""
+    sandbox = SandboxSettings(backend=backend, cpu_seconds=1)  # type: ignore[arg-type]
+    start = time.monotonic()
+    run = run_node(
+        "while True:\n    pass\n",
+        {"task": "bench", "inputs": {}},
+        isolation=decide(sandbox),
+        settings=sandbox,
+        timeout=60,
+        max_output=1000,
+    )
+    return run.failure() or "it did not fail", time.monotonic() - start
+
+
+def available(backend: str) -> bool:
+    try:
+        decide(SandboxSettings(backend=backend))  # type: ignore[arg-type]
+    except SandboxUnavailable:
+        return False
+    return True
+
+
 def summary(values: list[float]) -> str:
     ordered = sorted(values)
     p90 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
@@ -109,10 +135,8 @@ def main() -> None:
     default = decide(SandboxSettings()).backend
     print(f"sandbox here: {default} (auto); runs per figure: {runs}\n")
     print("1. node start to its first tool call (ms)")
-    for backend in ("bwrap", "unshare", "none"):
-        try:
-            decide(SandboxSettings(backend=backend))  # type: ignore[arg-type]
-        except SandboxUnavailable:
+    for backend in BACKENDS:
+        if not available(backend):
             print(f"   {backend:<8} not available here")
             continue
         run_once(FIRST_CALL, backend, lambda e: None)  # warm: probes, page cache
@@ -134,6 +158,10 @@ def main() -> None:
         whole.append(run.duration * 1000)
     print(f"   call_tools_parallel of ten: {summary(inside)}")
     print(f"   whole node, start to exit:  {summary(whole)}")
+    print("\n4. a node past a 1 s CPU limit")
+    for backend in (b for b in BACKENDS if available(b)):
+        failure, took = cpu_limit_report(backend)
+        print(f"   {backend:<8} {took:5.2f}s  {failure}")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,26 @@ the fake server, the step model's reply is the node, and the node calls tools in
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from overseer.nodes.folders import sweep_stale
 from tests.clihelp import json_out, responder, run_cli, user_text
 from tests.fake_openai import FakeOpenAI, FakeReply
 from tests.fakes import plan_json
+from tests.nodehelp import processes_with
 
 KEY = "sk-e2e-secret-abcdef0123456789"
 PLAN = plan_json(
@@ -140,3 +153,85 @@ def test_the_whole_traceback_is_kept_in_the_journal_not_in_the_error() -> None:
     shown = run_cli("runs", "show", data["run_id"], "--json", timeout=60)
     node = json_out(shown)["nodes"]["step2"]
     assert node["stderr"].startswith("Traceback") and "in f" in node["stderr"]
+
+
+SPIN_AFTER_TELLING = """```python
+import sys, time
+from node_runtime import call_tool
+call_tool("translator", "FOLDER " + sys.argv[0])
+while True:
+    time.sleep(0.05)
+```"""
+FOLDER = re.compile(r"FOLDER (\S+)/node\.py")
+
+
+def _start_overseer(url: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OVERSEER_C"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "overseer", "fruits", "--base-url", url, "--json", "--quiet"],
+        env={**env, "OPENAI_API_KEY": KEY},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _interrupt_a_running_node(signum: int) -> tuple[Path, int]:
+    """Start overseer on a node that tells its folder and spins; signal overseer then.
+    Returns the node's folder (holding node.py, input.json and work/) and overseer's status."""
+    told: list[str] = []
+    running = threading.Event()
+
+    def step(body: dict[str, Any]) -> FakeReply | str:
+        found = FOLDER.search(user_text(body))
+        if found:
+            told.append(found[1])
+            running.set()
+            return "noted"
+        return node_script(node=SPIN_AFTER_TELLING)(body)
+
+    with FakeOpenAI(responder([PLAN], step)) as fake:
+        proc = _start_overseer(fake.url)
+        try:
+            assert running.wait(60), "the node never ran"
+            proc.send_signal(signum)
+            proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return Path(told[0]), proc.returncode
+
+
+def test_ctrl_c_while_a_node_runs_removes_its_folder_and_its_processes() -> None:
+    folder, code = _interrupt_a_running_node(signal.SIGINT)
+    assert code == 130
+    assert not folder.exists()  # with input.json, which holds the step's task
+    assert processes_with(str(folder)) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_while_a_node_runs_leaves_no_node_behind(signum: int) -> None:
+    """Handled like Ctrl-C, the folder goes at once; killed outright, the next start sweeps it."""
+    folder, _ = _interrupt_a_running_node(signum)
+    assert wait_gone(folder), "the node outlived overseer"
+    assert not folder.exists() or folder in sweep_stale()
+    assert not folder.exists()
+
+
+def wait_gone(folder: Path) -> bool:
+    """The node's processes exit once overseer's lifeline closes: wait on their pidfds."""
+    fds = []
+    for pid in processes_with(str(folder)):
+        with contextlib.suppress(OSError):
+            fds.append(os.pidfd_open(pid))
+    try:
+        waiting, deadline = list(fds), time.monotonic() + 30
+        while waiting and time.monotonic() < deadline:
+            ready, _, _ = select.select(waiting, [], [], deadline - time.monotonic())
+            waiting = [fd for fd in waiting if fd not in ready]
+        return not waiting
+    finally:
+        for fd in fds:
+            os.close(fd)

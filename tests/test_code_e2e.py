@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,7 @@ def _interrupt_a_running_node(signum: int) -> tuple[Path, int]:
     Returns the node's folder (holding node.py, input.json and work/) and overseer's status."""
     told: list[str] = []
     running = threading.Event()
+    others: Callable[[dict[str, Any]], FakeReply | str] = node_script(node=SPIN_AFTER_TELLING)
 
     def step(body: dict[str, Any]) -> FakeReply | str:
         found = FOLDER.search(user_text(body))
@@ -189,7 +191,7 @@ def _interrupt_a_running_node(signum: int) -> tuple[Path, int]:
             told.append(found[1])
             running.set()
             return "noted"
-        return node_script(node=SPIN_AFTER_TELLING)(body)
+        return others(body)
 
     with FakeOpenAI(responder([PLAN], step)) as fake:
         proc = _start_overseer(fake.url)

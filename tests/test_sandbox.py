@@ -152,7 +152,7 @@ def test_a_memory_bomb_fails_the_node_not_the_run(backend: str) -> None:
     node, _ = run_code(code, settings=sandbox(backend, memory_mb=256))
     assert not node.ok and node.stopped is None
     assert "MemoryError" in node.stderr
-    assert "exited with status 1" in (node.failure() or "")
+    assert node.failure() == "the node exited with status 1 (out of memory: the limit is 256 MiB)"
 
 
 def all_exit(pidfds: list[int], within: float) -> bool:

@@ -95,8 +95,16 @@ class NodeRun:
         if self.returncode == SETUP_FAILED and "overseer sandbox:" in self.stderr:
             return self.stderr.strip().splitlines()[-1]
         if self.returncode != 0:
-            return f"the node {_exit_words(self.returncode, self.isolation)}"
+            return f"the node {_exit_words(self.returncode, self.isolation)}{self._memory_words()}"
         return None
+
+    def _memory_words(self) -> str:
+        """A node that hit its address-space limit dies of a MemoryError: say so."""
+        limit = self.isolation.limits.get("memory_bytes")
+        lines = self.stderr.strip().splitlines()
+        if limit is None or not lines or not lines[-1].startswith("MemoryError"):
+            return ""
+        return f" (out of memory: the limit is {limit // (1024 * 1024)} MiB)"
 
 
 def run_node(

@@ -165,7 +165,8 @@ _COUNTS = """SELECT r.*,
 FROM runs r"""
 LIST_SQL = f"""{_COUNTS} WHERE (? IS NULL OR r.batch_id = ?)
 ORDER BY r.created_at DESC, r.rowid DESC LIMIT ?"""
-LIST_ONE_SQL = f"{_COUNTS} WHERE r.run_id = ?"
+LIST_ONE_SQL = f"""SELECT c.*, COALESCE(p.plan, c.plan) AS the_plan FROM ({_COUNTS}) AS c
+LEFT JOIN plans p ON p.run_id = c.run_id WHERE c.run_id = ?"""
 RESOLVE_SQL = """
 SELECT run_id FROM runs WHERE run_id = ? OR substr(run_id, 1, ?) = ?
 ORDER BY created_at DESC, rowid DESC LIMIT 6
@@ -235,7 +236,7 @@ def _alive(pid: int) -> bool:
 
 def stored_run(row: sqlite3.Row, steps: list[sqlite3.Row]) -> StoredRun:
     """A ``StoredRun`` from its ``runs`` row and its ``steps`` rows."""
-    plan = Plan.model_validate(json.loads(row["plan"])) if row["plan"] else None
+    plan = Plan.model_validate_json(row["the_plan"]) if row["the_plan"] else None
     timing = Timing(**json.loads(row["timing"])) if row["timing"] else Timing()
     usage = Usage(row["prompt_tokens"], row["completion_tokens"])
     records = {s["step_id"]: _record(s) for s in steps}

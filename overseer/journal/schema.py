@@ -17,7 +17,8 @@ from overseer.errors import OverseerError
 __all__ = ["SCHEMA_VERSION", "JournalError", "open_journal"]
 
 SCHEMA_VERSION = 2
-"""1: runs and steps. 2: run settings, batch id, process identity, rounds (runs and steps)."""
+"""1: runs and steps. 2: run settings, batch id, process identity, rounds (runs and steps),
+and the plans in a table of their own."""
 
 
 class JournalError(OverseerError):
@@ -65,7 +66,18 @@ _STEPS: tuple[tuple[str, str], ...] = (
     # version 2
     ("round", "INTEGER NOT NULL DEFAULT 1"),
 )
-_TABLES = {"runs": (_RUNS, ""), "steps": (_STEPS, ", PRIMARY KEY (run_id, step_id)")}
+_PLANS: tuple[tuple[str, str], ...] = (
+    ("run_id", "TEXT PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE"),
+    ("plan", "TEXT NOT NULL"),
+)
+"""Version 2 keeps a run's plan (every round's steps) out of its ``runs`` row, which is updated
+as tokens are spent: SQLite rewrites a whole row on update, and a large plan made each of those
+updates cost milliseconds. ``runs.plan`` still holds the plan of rows written by version 1."""
+_TABLES = {
+    "runs": (_RUNS, ""),
+    "steps": (_STEPS, ", PRIMARY KEY (run_id, step_id)"),
+    "plans": (_PLANS, ""),
+}
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS runs_newest ON runs (created_at DESC)",
     "CREATE INDEX IF NOT EXISTS runs_batch ON runs (batch_id, created_at DESC)",

@@ -30,6 +30,7 @@ nothing in the events holds an API key, so none is ever written.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sqlite3
@@ -64,7 +65,7 @@ from overseer.journal.reader import (
     summary,
 )
 from overseer.journal.schema import SCHEMA_VERSION, JournalError, open_journal
-from overseer.journal.sql import WRITERS
+from overseer.journal.sql import WRITERS, FinalReport
 from overseer.journal.writer import Wait, Writer
 
 __all__ = [
@@ -125,6 +126,7 @@ class Journal:
         self._run_buses: dict[str, EventBus] = {}
         self._problems: dict[str, str] = {}
         self._buses: weakref.WeakSet[EventBus] = weakref.WeakSet()
+        _OPEN.add(self)
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r})"
@@ -160,6 +162,7 @@ class Journal:
         if self._admit(event, None) is None:
             return None
         self._writer.submit(event, "end")
+        self._then_report(event, "end")
         with self._lock:
             return self._problems.pop(event.run_id, None)
 
@@ -173,6 +176,7 @@ class Journal:
             return
         self._writer.submit(event, wait)
         if wait == "end":
+            self._then_report(event, "no")
             with self._lock:
                 self._run_buses.pop(event.run_id, None)
                 self._problems.pop(event.run_id, None)
@@ -193,6 +197,14 @@ class Journal:
             if needed is None:
                 return None
             return _wait_for(event, needed, self._end)
+
+    def _then_report(self, event: Event, wait: Wait) -> None:
+        """After a finished run's end: its ``--json`` object, in a transaction of its own."""
+        report = (
+            getattr(event, "extra", {}).get("report") if isinstance(event, RunFinished) else None
+        )
+        if report is not None:
+            self._writer.submit(FinalReport(event.t, report, run_id=event.run_id), wait)
 
     def _end(self, run_id: str) -> None:
         self._recording.discard(run_id)
@@ -249,6 +261,7 @@ class Journal:
             self._drop()
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        _settle_writes(self.path)
         if not self.path.exists():
             return []
         with self._read_lock:
@@ -277,7 +290,7 @@ def _wait_for(event: Event, needed: set[str], end: Callable[[str], None]) -> Wai
     if isinstance(event, PlanReady):
         for step in cast(Plan, event.plan).steps:
             needed.update(step.depends_on)
-        return "commit"
+        return "no"  # the next wait (a step others need, the run's end) covers it
     if isinstance(event, RunFinished | RunAborted):
         end(event.run_id)
         return "end"
@@ -293,6 +306,25 @@ def _read_problem(path: Path, exc: BaseException) -> str:
         return str(exc)
     text = str(exc) or type(exc).__name__
     return f"cannot read the run journal {str(path)!r}: {text}"
+
+
+_OPEN: weakref.WeakSet[Journal] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """What is still queued (a finished run's ``--json`` object) is written before the process
+    ends; the writer threads are daemons, so nothing else would wait for them."""
+    for journal in list(_OPEN):
+        journal.flush(journal.busy_timeout + DEFAULT_LOCK_PATIENCE)
+
+
+def _settle_writes(path: Path) -> None:
+    """Read what this process wrote: wait for every journal of the process on ``path`` to
+    write what it has queued (nothing to wait for, most of the time)."""
+    for journal in list(_OPEN):
+        if journal.path == path:
+            journal.flush(journal.busy_timeout + DEFAULT_LOCK_PATIENCE)
 
 
 _SHARED: weakref.WeakValueDictionary[Path, Journal] = weakref.WeakValueDictionary()

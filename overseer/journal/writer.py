@@ -26,12 +26,15 @@ from typing import Literal
 
 from overseer.events import Event, RunStarted
 from overseer.journal.schema import JournalError, open_journal
-from overseer.journal.sql import WRITERS
+from overseer.journal.sql import write_events
 
-__all__ = ["IDLE_EXIT_S", "Wait", "Writer"]
+__all__ = ["GATHER_S", "IDLE_EXIT_S", "Wait", "Writer", "problem_text"]
 
 IDLE_EXIT_S = 2.0
 """A writer with nothing to do for this long ends its thread; the next event starts another."""
+
+GATHER_S = 0.01
+"""How long the writer lets events gather after the first of a batch, unless an emitter waits."""
 
 _RETRY_FIRST_S = 0.02
 _RETRY_MAX_S = 0.25
@@ -63,6 +66,8 @@ class Writer:
         self._taken = 0
         self._thread: threading.Thread | None = None
         self._idle = False
+        self._gathering = False
+        self._urgent = False
         self._stalled = False
         self._conn: sqlite3.Connection | None = None
         self._given_up: set[str] = set()
@@ -75,9 +80,11 @@ class Writer:
             self._queue.append(event)
             self._submitted += 1
             seq = self._submitted
+            if wait != "no":
+                self._urgent = True
             if self._thread is None:
                 self._start()
-            elif self._idle:
+            elif self._idle or (self._gathering and self._urgent):
                 self._work.notify()
             if wait != "no":
                 self._wait_for(seq, wait)
@@ -126,6 +133,11 @@ class Writer:
                 if not woken and not self._queue:
                     self._thread = None
                     return None
+            if not self._urgent:  # let a batch gather: fewer, larger transactions
+                self._gathering = True
+                self._work.wait(GATHER_S)
+                self._gathering = False
+            self._urgent = False
             return self._drain_locked()
 
     def _drain_locked(self) -> list[Event]:
@@ -167,21 +179,25 @@ class Writer:
         conn = self._connect()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for event in events:
-                self._apply(conn, event)
+            write_events(conn, self._to_write(events))
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
-    def _apply(self, conn: sqlite3.Connection, event: Event) -> None:
-        run_id = event.run_id
-        if isinstance(event, RunStarted):
-            self._given_up.discard(run_id)
-        elif run_id in self._given_up:
-            return
-        WRITERS[type(event)](conn, event)
+    def _to_write(self, events: list[Event]) -> list[Event]:
+        """``events`` without those of runs given up on (a run that starts again is taken)."""
+        if not self._given_up:
+            return events
+        kept = []
+        for event in events:
+            if isinstance(event, RunStarted):
+                self._given_up.discard(event.run_id)
+            elif event.run_id in self._given_up:
+                continue
+            kept.append(event)
+        return kept
 
     def _give_up(self, events: list[Event], exc: BaseException) -> None:
         self._drop()

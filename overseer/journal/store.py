@@ -5,15 +5,19 @@ append; the journal's writer thread (``writer.py``) writes what is queued in bat
 transactions (WAL mode, group commit). The exact durability rule, which is what crash safety
 rests on:
 
-- every event wakes the writer, so it is committed within about one transaction of being
-  emitted (under a millisecond on an idle disk; under load one commit carries many events);
-- the emitter waits until its event is committed for a run's start, its plan, and a finished
-  step that other steps depend on, so no dependent step starts before the output it is given
-  is on disk: a run killed (Ctrl-C, ``kill -9``) loses at most its steps in flight and the
-  last leaf steps that finished within that last transaction, which resuming runs again;
+- every event wakes the writer, which lets a batch gather for ``writer.GATHER_S`` (10 ms)
+  unless an emitter waits, then commits everything queued in one transaction: an event is on
+  disk within about 10 ms plus one transaction of being emitted;
+- the emitter waits until its event is committed (and with it every event before it) for a
+  run's start and for a finished step that other steps depend on, so no dependent starts
+  before the output it is given is on disk: a run killed (Ctrl-C, ``kill -9``) loses at most
+  its steps in flight and the leaf steps that finished within those last 10 ms, which
+  resuming runs again (a plan not yet on disk is planned again);
 - the end of a run (``RunFinished``, ``RunAborted``) waits until everything of the run is
-  committed, so a finished run never reads as unfinished; ``close()`` drains the queue too;
-- a step starting, tokens spent and a leaf step finishing never make the emitter wait.
+  committed, so a finished run never reads as unfinished; its ``--json`` object follows in a
+  transaction nobody waits for (``close()``, a read in the same process and the end of the
+  process wait for it; a run killed before has that object rebuilt from its steps);
+- a plan, a step starting, tokens spent and a leaf step finishing never make the emitter wait.
 
 While another program holds the file locked, writes are retried (events keep queueing and go
 into the same transaction) for up to ``lock_patience`` seconds; only a run's end waits for them,

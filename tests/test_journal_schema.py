@@ -516,3 +516,62 @@ def test_a_migration_is_done_once_however_many_open_it(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(WAIT)
     assert results == [1, 1, 1, 1] and _version(path) == SCHEMA_VERSION
+
+
+def test_a_forked_child_records_with_the_journal_it_inherited(tmp_path: Path) -> None:
+    """A worker forked while the writer thread runs (multiprocessing, Dask) gets none of it:
+    its own writer starts, and the parent's queued events are written once, by the parent."""
+    path = tmp_path / JOURNAL_FILE
+    journal = Journal(path)
+    journal.record(RunStarted(0.0, "parent", "x"))  # the writer thread is running now
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 2
+        try:
+            code = 0 if journal.record(RunStarted(0.0, "child", "y")) is None else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert {s.run_id for s in Journal(path).list_runs()} == {"parent", "child"}
+
+
+def test_resume_takes_the_recorded_settings_and_the_flags_over_them() -> None:
+    from overseer.interfaces.runs import resume_parser, resume_settings
+
+    journal = Journal()
+    recorded = {
+        "backend.model": "recorded-model",
+        "backend.structured_output": "text",
+        "run.max_workers": 3,
+        "run.max_tokens": 100,
+        "tools.max_concurrency": {"translator": 2, "a-tool-since-removed": 5},
+        "not.a.setting": "ignored",
+    }
+    journal.record(RunStarted(0.0, "s", "x", settings=recorded))
+    journal.record(UsageRecorded(0.1, Usage(30, 10), run_id="s"))
+    stored = journal.load("s")
+    args = resume_parser().parse_args(["s", "--max-workers", "5"])
+    settings = resume_settings(args, stored)
+    assert settings.backend.model == "recorded-model"
+    assert settings.backend.structured_output == "text"
+    assert settings.run.max_workers == 5  # the flag wins
+    assert {t.name: t.max_concurrency for t in settings.tools}["translator"] == 2
+    assert settings.run.max_tokens == 60  # 100, less the 40 already spent
+
+
+def test_a_lock_beyond_the_patience_gives_up_on_the_run_once(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_FILE
+    journal = Journal(path, busy_timeout=0.02, lock_patience=0.2)
+    assert journal.record(RunStarted(0.0, "first", "x")) is None
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        problem = journal.record(RunStarted(0.0, "held", "x"))
+        assert journal.record(StepStarted(0.1, "a", run_id="held")) is None  # not recorded
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert problem is not None and "locked" in problem and "not recorded" in problem
+    assert journal.record(RunStarted(0.0, "after", "x")) is None
+    assert [s.run_id for s in journal.list_runs()] == ["after", "first"]

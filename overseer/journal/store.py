@@ -132,6 +132,13 @@ class Journal:
         self._buses: weakref.WeakSet[EventBus] = weakref.WeakSet()
         _OPEN.add(self)
 
+    def _forget_after_fork(self) -> None:
+        """In a forked child: fresh locks (another thread may have held one at the fork) and
+        none of the parent's reading connection."""
+        self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._conn = None
+
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r})"
 
@@ -321,6 +328,15 @@ def _flush_at_exit() -> None:
     ends; the writer threads are daemons, so nothing else would wait for them."""
     for journal in list(_OPEN):
         journal.flush(journal.busy_timeout + DEFAULT_LOCK_PATIENCE)
+
+
+def _after_fork_in_child() -> None:
+    for journal in list(_OPEN):
+        journal._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _settle_writes(path: Path) -> None:

@@ -16,9 +16,11 @@ failure (damaged, unwritable) gives up on the runs of that batch, reported once 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +73,18 @@ class Writer:
         self._stalled = False
         self._conn: sqlite3.Connection | None = None
         self._given_up: set[str] = set()
+        _WRITERS.add(self)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: no writer thread, fresh locks, none of the parent's connection or
+        queue (the parent writes those events; the child would write them twice)."""
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._flushed = threading.Condition(self._lock)
+        self._queue.clear()
+        self._done = self._taken = self._submitted
+        self._thread, self._conn = None, None
+        self._idle = self._gathering = self._urgent = self._stalled = False
 
     # -- the emitter's side -----------------------------------------------------------------
 
@@ -226,6 +240,18 @@ class Writer:
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+
+
+_WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_WRITERS):
+        writer._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _is_lock(exc: BaseException) -> bool:

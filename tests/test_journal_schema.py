@@ -321,14 +321,14 @@ def test_a_step_finishing_in_a_later_batch_than_it_started(tmp_path: Path) -> No
 
 
 def test_a_step_others_need_is_on_disk_before_they_start(tmp_path: Path) -> None:
-    """When the emitter of step1's end gets control back, a reader in another process sees it;
-    a leaf step's end does not wait (checked: its emit returns while the file is locked)."""
+    """When the emitter of step1's end gets control back, a reader in another process sees it."""
     path = tmp_path / JOURNAL_FILE
     journal = Journal(path)
     bus = EventBus()
     journal.attach(bus)
     bus.emit(RunStarted(0.0, "d", "x"))
     bus.emit(PlanReady(0.0, Plan(steps=(step("s1"), step("s2", "s1"))), run_id="d"))
+    bus.emit(StepStarted(0.05, "s1", run_id="d"))
     bus.emit(StepFinished(0.1, "s1", "one", 0.1, run_id="d"))
     seen = subprocess.run(
         [sys.executable, "-c", _READ_STEP, str(path), "d", "s1"],
@@ -575,3 +575,24 @@ def test_a_lock_beyond_the_patience_gives_up_on_the_run_once(tmp_path: Path) -> 
     assert problem is not None and "locked" in problem and "not recorded" in problem
     assert journal.record(RunStarted(0.0, "after", "x")) is None
     assert [s.run_id for s in journal.list_runs()] == ["after", "first"]
+
+
+def test_a_problem_subscriber_may_read_the_journal(tmp_path: Path) -> None:
+    """The problem is told on the writer's thread; reading there must not wait for itself."""
+    path = tmp_path / JOURNAL_FILE
+    path.write_bytes(b"not a database " * 100)
+    journal = Journal(path)
+    bus = EventBus()
+    journal.attach(bus)
+    read: list[str] = []
+
+    def on_problem(event: Event) -> None:
+        if isinstance(event, JournalProblem):
+            try:
+                journal.list_runs()
+            except Exception as exc:  # the file is damaged: reading says so
+                read.append(type(exc).__name__)
+
+    bus.subscribe(on_problem)
+    bus.emit(RunStarted(0.0, "p", "x"))
+    assert read == ["JournalError"]

@@ -56,6 +56,7 @@ from overseer.events import (
     RunStarted,
     StepFinished,
     StepPlanned,
+    StepStarted,
 )
 from overseer.journal.reader import (
     LIST_ONE_SQL,
@@ -126,7 +127,7 @@ class Journal:
         self._conn: sqlite3.Connection | None = None  # for reading; the writer has its own
         self._writer = Writer(self.path, busy_timeout, lock_patience, self._on_problem)
         self._recording: set[str] = set()
-        self._needed: dict[str, set[str]] = {}  # per run: the steps other steps depend on
+        self._runs: dict[str, _Recording] = {}  # the runs being recorded
         self._run_buses: dict[str, EventBus] = {}
         self._problems: dict[str, str] = {}
         self._buses: weakref.WeakSet[EventBus] = weakref.WeakSet()
@@ -200,14 +201,14 @@ class Journal:
         with self._lock:
             if isinstance(event, RunStarted):
                 self._recording.add(run_id)
-                self._needed[run_id] = set()
+                self._runs[run_id] = _Recording()
                 if bus is not None:
                     self._run_buses[run_id] = bus
                 return "commit"
-            needed = self._needed.get(run_id)
-            if needed is None:
+            run = self._runs.get(run_id)
+            if run is None:
                 return None
-            return _wait_for(event, needed, self._end)
+            return _wait_for(event, run, self._end)
 
     def _then_report(self, event: Event, wait: Wait) -> None:
         """After a finished run's end: its ``--json`` object, in a transaction of its own."""
@@ -219,7 +220,7 @@ class Journal:
 
     def _end(self, run_id: str) -> None:
         self._recording.discard(run_id)
-        self._needed.pop(run_id, None)
+        self._runs.pop(run_id, None)
 
     def _on_problem(self, event: Event, message: str) -> None:
         """From the writer's thread: the run of ``event`` is not recorded, and why."""
@@ -291,16 +292,32 @@ class Journal:
                 conn.close()
 
 
-def _wait_for(event: Event, needed: set[str], end: Callable[[str], None]) -> Wait:
-    """The emitter's wait for an event of a run being recorded (the rule in the docstring)."""
+class _Recording:
+    """What the journal tracks of a run it records, to know when an emitter must wait."""
+
+    __slots__ = ("needed", "started")
+
+    def __init__(self) -> None:
+        self.needed: set[str] = set()  # the steps other steps depend on
+        self.started: set[str] = set()  # the steps that started in this attempt
+
+
+def _wait_for(event: Event, run: _Recording, end: Callable[[str], None]) -> Wait:
+    """The emitter's wait for an event of a run being recorded (the rule in the docstring).
+    A step reused from an earlier attempt (finished, never started in this one) is on disk
+    already: its end needs no wait."""
+    if isinstance(event, StepStarted):
+        run.started.add(event.step_id)
+        return "no"
     if isinstance(event, StepFinished):
-        return "commit" if event.step_id in needed else "no"
+        step_id = event.step_id
+        return "commit" if step_id in run.needed and step_id in run.started else "no"
     if isinstance(event, StepPlanned):
-        needed.update(cast(Step, event.step).depends_on)
+        run.needed.update(cast(Step, event.step).depends_on)
         return "no"
     if isinstance(event, PlanReady):
         for step in cast(Plan, event.plan).steps:
-            needed.update(step.depends_on)
+            run.needed.update(step.depends_on)
         return "no"  # the next wait (a step others need, the run's end) covers it
     if isinstance(event, RunFinished | RunAborted):
         end(event.run_id)

@@ -100,11 +100,15 @@ class Writer:
                 self._start()
             elif self._idle or (self._gathering and self._urgent):
                 self._work.notify()
-            if wait != "no":
+            if wait != "no" and threading.current_thread() is not self._thread:
                 self._wait_for(seq, wait)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued so far is written or given up on; False on timeout."""
+        """Wait until everything queued so far is written or given up on; False on timeout.
+        On the writer's own thread (a subscriber of a ``JournalProblem`` reading the journal)
+        it returns at once: that thread cannot wait for itself."""
+        if threading.current_thread() is self._thread:
+            return False
         with self._lock:
             return self._wait_for(self._submitted, "end", timeout)
 

@@ -132,14 +132,20 @@ class Writer:
     # -- the writer's thread ----------------------------------------------------------------
 
     def _loop(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            self._write(batch)
+        try:
+            while (batch := self._take()) is not None:
+                self._write(batch)
+                self._mark_done(self._taken)
+        except BaseException:  # a bug here must not leave emitters waiting forever
             with self._lock:
-                self._done = self._taken
-                self._flushed.notify_all()
+                self._thread = None
+            self._mark_done(self._submitted)
+            raise
+
+    def _mark_done(self, upto: int) -> None:
+        with self._lock:
+            self._done = max(self._done, upto)
+            self._flushed.notify_all()
 
     def _take(self) -> list[Event] | None:
         """Everything queued (waiting for something if nothing is); None: the thread ends."""

@@ -12,6 +12,11 @@ real one does: StepStarted, StepFinished and UsageRecorded.
 - fan-out 50 x 100 ms: 50 independent steps sleeping 100 ms each, 50 at once: makespan, off
   and on, and their ratio (the critical path is 100 ms).
 
+Beside the wall time, the process CPU time of the same runs (every thread, the journal's writer
+too), which a loaded machine disturbs less; and what the journal still writes once ``run()`` has
+returned: a finished run's ``--json`` object (``close()``, a read in the process and the end of
+the process wait for it).
+
 Runs alternate off, on, off, on ... so that load on the machine hits both alike; medians are
 printed. Each "on" run writes into a fresh journal file in a temporary folder. Asserts nothing.
 """
@@ -24,6 +29,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from overseer import Overseer
@@ -56,46 +62,62 @@ def _plan(n: int) -> Plan:
     )
 
 
-def _run_once(plan: Plan, workers: int, delay: float, journal: Journal | None) -> float:
+@dataclass
+class _Runs:
+    """Seconds per run: wall and process CPU (every thread, the writer's too), off and on;
+    ``after``: what the journal still wrote once ``run()`` had returned (wall, CPU)."""
+
+    off: list[float] = field(default_factory=list)
+    on: list[float] = field(default_factory=list)
+    off_cpu: list[float] = field(default_factory=list)
+    on_cpu: list[float] = field(default_factory=list)
+    after: list[float] = field(default_factory=list)
+    after_cpu: list[float] = field(default_factory=list)
+
+
+def _run_once(
+    plan: Plan, workers: int, delay: float, journal: Journal | None
+) -> tuple[float, float]:
     settings = load_settings(overrides={"run.max_workers": workers, "run.synthesize": False})
     engine = Overseer(settings, chat=_Chat(delay), journal=journal if journal else False)
     gc.collect()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     report = engine.run("bench", plan=plan)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     if report.status != "succeeded":
         raise SystemExit(f"the benchmark run failed: {report.outcome.reason}")
-    return wall
+    return wall, cpu
 
 
-def _pair(plan: Plan, workers: int, delay: float, journal: Journal) -> tuple[float, float, float]:
-    """One run journal off, one on, and the time the journal then takes to write what it
-    left for after the run (a finished run's ``--json`` object): seconds each."""
-    off = _run_once(plan, workers, delay, None)
-    on = _run_once(plan, workers, delay, journal)
-    start = time.perf_counter()
+def _pair(plan: Plan, workers: int, delay: float, journal: Journal, runs: _Runs) -> None:
+    """One run journal off, one on, then what the journal left for after the run (a finished
+    run's ``--json`` object)."""
+    off, off_cpu = _run_once(plan, workers, delay, None)
+    on, on_cpu = _run_once(plan, workers, delay, journal)
+    start, cpu = time.perf_counter(), time.process_time()
     journal.flush()
-    return off, on, time.perf_counter() - start
+    runs.after.append(time.perf_counter() - start)
+    runs.after_cpu.append(time.process_time() - cpu)
+    runs.off.append(off)
+    runs.on.append(on)
+    runs.off_cpu.append(off_cpu)
+    runs.on_cpu.append(on_cpu)
 
 
-def _measure(
-    plan: Plan, workers: int, delay: float, repeat: int
-) -> tuple[list[float], list[float], list[float]]:
-    offs, ons, afters = [], [], []
+def _measure(plan: Plan, workers: int, delay: float, repeat: int) -> _Runs:
+    runs = _Runs()
     with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp:
         journal = Journal(Path(tmp) / "journal.sqlite3")  # one journal, as the default one is
-        _pair(plan, workers, delay, journal)  # warm-up: imports, the file and its tables
+        _pair(plan, workers, delay, journal, _Runs())  # warm-up: imports, the file, its tables
         for _ in range(repeat):
-            off, on, after = _pair(plan, workers, delay, journal)
-            offs.append(off)
-            ons.append(on)
-            afters.append(after)
+            _pair(plan, workers, delay, journal, runs)
         journal.close()
-    return offs, ons, afters
+    return runs
 
 
-def _line(label: str, off: float, on: float, unit: str) -> str:
-    return f"{label:<34} off {off:9.1f} {unit}   on {on:9.1f} {unit}   on/off {on / off:5.3f}"
+def _line(label: str, off: list[float], on: list[float], scale: float, unit: str) -> str:
+    a, b = statistics.median(off) * scale, statistics.median(on) * scale
+    return f"{label:<34} off {a:9.1f} {unit}   on {b:9.1f} {unit}   on/off {b / a:5.3f}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -104,23 +126,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=8)
     args = parser.parse_args(argv)
-    offs, ons, afters = _measure(_plan(args.steps), args.workers, 0.0, args.repeat)
+    runs = _measure(_plan(args.steps), args.workers, 0.0, args.repeat)
     per_step = 1e6 / args.steps
-    off, on = statistics.median(offs) * per_step, statistics.median(ons) * per_step
-    print(_line(f"{args.steps} independent 0 ms steps", off, on, "us/step"))
-    pairs = zip(offs, ons, strict=True)
+    print(_line(f"{args.steps} independent 0 ms steps", runs.off, runs.on, per_step, "us/step"))
+    print(_line("  the same, process CPU", runs.off_cpu, runs.on_cpu, per_step, "us/step"))
+    pairs = zip(runs.off, runs.on, strict=True)
     print(
-        f"{'':<34} each run (off/on, us/step): "
+        "  each run, off/on us/step: "
         + ", ".join(f"{a * per_step:.0f}/{b * per_step:.0f}" for a, b in pairs)
     )
+    after, after_cpu = statistics.median(runs.after), statistics.median(runs.after_cpu)
     print(
-        f"{'':<34} then, after run() returned, the --json object: "
-        f"{statistics.median(afters) * 1e3:.0f} ms (median)"
+        f"  then, after run() returned, its --json object: {after * 1e3:.0f} ms wall, "
+        f"{after_cpu * 1e3:.0f} ms CPU (median)"
     )
-    offs, ons, _ = _measure(_plan(50), 50, 0.1, args.repeat)
-    off, on = statistics.median(offs) * 1e3, statistics.median(ons) * 1e3
-    print(_line("fan-out 50 x 100 ms, makespan", off, on, "ms"))
-    print(f"{'':<34} makespan / critical path: off {off / 100:.3f}, on {on / 100:.3f}")
+    runs = _measure(_plan(50), 50, 0.1, args.repeat)
+    print(_line("fan-out 50 x 100 ms, makespan", runs.off, runs.on, 1e3, "ms"))
+    off, on = statistics.median(runs.off) * 10, statistics.median(runs.on) * 10
+    print(f"  makespan / critical path: off {off:.3f}, on {on:.3f}")
 
 
 if __name__ == "__main__":

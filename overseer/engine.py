@@ -44,7 +44,7 @@ from overseer.tools.registry import ToolFactory, ToolRegistry
 from overseer.tools.services import RunServices
 from overseer.usage import Usage
 
-__all__ = ["Overseer"]
+__all__ = ["RECORDED_SETTINGS", "Overseer", "run_settings"]
 
 T = TypeVar("T")
 
@@ -70,6 +70,7 @@ class Overseer:
         self._resources = ExitStack()
         try:
             self.settings = settings or load_settings()
+            self.run_settings = run_settings(self.settings)  # as configured, before a backend
             if chat is None:
                 self.settings = open_backend(self.settings, self._resources)
                 chat = make_chat(self.settings, self._resources)  # no server twice, no atexit
@@ -175,7 +176,7 @@ class _Run:
         self, context: str, plan: Plan | None, prior: Mapping[str, StepRecord] | None
     ) -> RunReport:
         owner = self.owner
-        self.bus.emit(RunStarted(0.0, self.run_id, self.request))
+        self.bus.emit(RunStarted(0.0, self.run_id, self.request, settings=owner.run_settings))
         executor = self._executor()
         executor.warm()
         warnings: tuple[str, ...] = ()
@@ -295,6 +296,35 @@ class _Run:
         extra: dict[str, Any] = {"report": report}
         self.bus.emit(RunFinished(timing.wall_s, report.status, outcome.reason, extra))
         return report
+
+
+RECORDED_SETTINGS = (
+    "backend.base_url",
+    "backend.api_key_env",
+    "backend.model",
+    "backend.planner_model",
+    "backend.structured_output",
+    "run.max_workers",
+    "run.step_timeout",
+    "run.on_error",
+    "run.max_tokens",
+    "run.step_retries",
+)
+"""The settings a run records (``RunStarted.settings``), so that ``resume`` continues with them.
+None is a secret: ``api_key_env`` is the name of the variable that holds the key."""
+
+
+def run_settings(settings: Settings) -> dict[str, Any]:
+    """The run's non-secret settings as dotted keys (``Settings.with_overrides`` takes them
+    back), plus ``tools.max_concurrency``: each capped tool's cap, by name."""
+    data = settings.model_dump()
+    recorded: dict[str, Any] = {}
+    for dotted in RECORDED_SETTINGS:
+        section, key = dotted.split(".")
+        recorded[dotted] = data[section][key]
+    caps = {t.name: t.max_concurrency for t in settings.enabled_tools if t.max_concurrency}
+    recorded["tools.max_concurrency"] = caps
+    return recorded
 
 
 def listing(plan: Plan, outcome: RunOutcome) -> str:

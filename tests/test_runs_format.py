@@ -141,3 +141,27 @@ def test_summary_json_times_are_iso_with_an_offset() -> None:
     )
     assert data["finished_at"] == iso_time(WHEN + 3)
     assert summary(finished_at=None).to_dict()["finished_at"] is None
+
+
+def test_a_run_of_two_rounds_shows_where_the_second_begins() -> None:
+    text = format_run(stored(rounds=2, steps_round={"a": 1, "b": 2, "c": 2}))
+    assert "  steps     1/3 succeeded in 2 rounds\n" in text
+    assert (
+        "plan (3 steps)\n"
+        "  a [content_generator] Write a joke\n"
+        "  round 2\n"
+        "  b [translator] To French  after a\n"
+        "  c [translator] To Spanish  after a\n"
+    ) in text
+
+
+def test_a_run_of_a_batch_names_it() -> None:
+    text = format_run(stored(summary=summary(batch_id="tickets-7")))
+    assert "  batch     tickets-7\n" in text
+    assert "batch" not in format_run(stored())
+
+
+def test_summary_json_has_its_rounds_and_batch() -> None:
+    data = summary(batch_id="b1", rounds=3).to_dict()
+    assert (data["batch_id"], data["rounds"]) == ("b1", 3)
+    assert (summary().to_dict()["batch_id"], summary().to_dict()["rounds"]) == (None, 1)

@@ -438,7 +438,7 @@ def test_a_locked_journal_is_one_problem_and_the_run_completes(tmp_path: Path) -
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        report, problems = _run_with(Journal(path, busy_timeout=0.05))
+        report, problems = _run_with(Journal(path, busy_timeout=0.05, lock_patience=0.2))
     finally:
         holder.execute("ROLLBACK")
         holder.close()

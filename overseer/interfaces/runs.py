@@ -14,6 +14,7 @@ from overseer.errors import OverseerError, UsageError
 from overseer.interfaces.common import print_json, say
 
 if TYPE_CHECKING:
+    from overseer.config import Settings
     from overseer.core.report import RunReport
     from overseer.core.results import StepRecord
     from overseer.journal.store import Journal, RunSummary, StoredRun
@@ -24,6 +25,7 @@ __all__ = [
     "format_run",
     "format_runs",
     "resume_parser",
+    "resume_settings",
     "runs_parser",
 ]
 
@@ -62,6 +64,9 @@ def runs_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--limit", type=_count, default=20, metavar="N", help="at most N runs (0: all; 20)"
     )
+    parser.add_argument(
+        "--batch", metavar="ID", help="only the runs of the batch ID ('overseer batch')"
+    )
     actions = parser.add_subparsers(dest="action", metavar="show ID")
     show = actions.add_parser(
         "show", prog="overseer runs show", help="show one run", description="Show one run."
@@ -92,6 +97,11 @@ def resume_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-synthesize", action="store_true", help="print each step's output, no final answer"
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="resume even though the run looks live (its process seems to be still running)",
+    )
     return parser
 
 
@@ -102,13 +112,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     journal = _journal()
     if args.action == "show":
         return _show(journal, args)
-    summaries = journal.list_runs(args.limit or None)
+    summaries = journal.list_runs(args.limit or None, batch_id=args.batch)
     if args.json:
         print_json([s.to_dict() for s in summaries])
     elif summaries:
         sys.stdout.write(format_runs(summaries))
         if len(summaries) == args.limit:
             say(f"the newest {args.limit} runs; --limit 0 lists them all")
+    elif args.batch is not None:
+        say(f"no runs of batch {args.batch!r} in the journal {str(journal.path)!r}")
     else:
         say(f"no runs recorded yet (journal: {journal.path})")
     return 0
@@ -132,19 +144,76 @@ def _show(journal: Journal, args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    """Continue a run with its recorded settings (flags given here win) and what it has left
+    of its token budget."""
     from overseer.interfaces.common import make_engine, print_report
 
     stored = _journal().load(args.run_id)
     if stored.status == "succeeded":
         return _already_succeeded(args, stored)
-    if stored.status == "running":
+    if stored.status == "running" and not getattr(args, "force", False):
         raise UsageError(
             f"run {stored.run_id!r} is still running (process {stored.summary.pid}); "
-            "stop it or wait for it to finish"
+            "stop it or wait for it to finish (--force resumes it anyway)"
         )
-    engine = make_engine(args)
+    engine = make_engine(args, resume_settings(args, stored))
     report = _run_resumed(args, engine, stored)
     return int(print_report(args, report, resumable=engine.journal is not None))
+
+
+_FLAG_KEYS = {
+    "backend.base_url": "base_url",
+    "backend.model": "model",
+    "backend.planner_model": "planner_model",
+    "run.max_workers": "max_workers",
+    "run.step_timeout": "step_timeout",
+    "run.on_error": "on_error",
+    "run.max_tokens": "max_tokens",
+}
+"""The recorded settings a flag of ``resume`` can give instead (the flag wins)."""
+_CAPS_KEY = "tools.max_concurrency"
+
+
+def resume_settings(args: argparse.Namespace, stored: StoredRun) -> Settings:
+    """The configuration and flags as for a new run, the run's recorded settings over the
+    configuration, the flags over both; the budget is what is left after the tokens spent."""
+    from overseer.engine import RECORDED_SETTINGS
+    from overseer.interfaces.common import settings_from_args
+
+    given = {key for key, name in _FLAG_KEYS.items() if getattr(args, name, None) is not None}
+    recorded = {
+        key: value
+        for key, value in stored.settings.items()
+        if key in RECORDED_SETTINGS and key not in given and value is not None
+    }
+    settings: Settings = settings_from_args(args).with_overrides(**recorded)
+    settings = _with_caps(settings, stored.settings.get(_CAPS_KEY))
+    return _remaining_budget(settings, stored)
+
+
+def _with_caps(settings: Settings, caps: Any) -> Settings:
+    """The tools' concurrency caps as the run had them (tools it no longer has are ignored)."""
+    if not isinstance(caps, dict) or not caps:
+        return settings
+    tools = tuple(
+        tool.model_copy(update={"max_concurrency": caps[tool.name]})
+        if isinstance(caps.get(tool.name), int) and caps[tool.name] >= 1
+        else tool
+        for tool in settings.tools
+    )
+    return settings.model_copy(update={"tools": tools})
+
+
+def _remaining_budget(settings: Settings, stored: StoredRun) -> Settings:
+    budget, spent = settings.run.max_tokens, stored.spent.total_tokens
+    if budget is None or not spent:
+        return settings
+    if budget <= spent:
+        raise UsageError(
+            f"run {stored.run_id!r} has already spent {spent} tokens, its whole budget of "
+            f"{budget} (--max-tokens); give a larger --max-tokens to continue it"
+        )
+    return settings.with_overrides(**{"run.max_tokens": budget - spent})
 
 
 def _run_resumed(args: argparse.Namespace, engine: Any, stored: StoredRun) -> RunReport:
@@ -221,13 +290,16 @@ def _run_header(stored: StoredRun) -> str:
         f"  request   {stored.request}",
         f"  started   {_when(s.created_at, seconds=True)}"
         + (f" ({s.attempts} attempts)" if s.attempts > 1 else ""),
-        f"  steps     {s.steps_done}/{s.steps_total} succeeded",
+        f"  steps     {s.steps_done}/{s.steps_total} succeeded"
+        + (f" in {stored.rounds} rounds" if stored.rounds > 1 else ""),
         f"  tokens    {u.total_tokens} ({u.prompt_tokens} in, {u.completion_tokens} out)",
     ]
     if stored.timing.wall_s:
         lines.append(f"  wall time {stored.timing.wall_s:.2f}s")
     if stored.reason:
         lines.append(f"  reason    {stored.reason}")
+    if stored.batch_id:
+        lines.append(f"  batch     {stored.batch_id}")
     return "\n".join(lines)
 
 
@@ -235,7 +307,12 @@ def _plan_lines(stored: StoredRun) -> str:
     if stored.plan is None:
         return "plan\n  (none: the run stopped while planning)"
     lines = [f"plan ({len(stored.plan.steps)} steps)"]
+    current = 1
     for step in stored.plan.steps:
+        round_ = stored.steps_round.get(step.step_id, 1)
+        if stored.rounds > 1 and round_ != current:
+            lines.append(f"  round {round_}")
+            current = round_
         after = f"  after {', '.join(step.depends_on)}" if step.depends_on else ""
         lines.append(f"  {step.step_id} [{step.tool}] {step.description}{after}")
     return "\n".join(lines)

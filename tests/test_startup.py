@@ -102,7 +102,7 @@ def test_help_and_version_import_nothing_heavy(argv: list[str], tmp_path: Path) 
 
 
 def test_overseer_plan_imports_no_display_and_no_doctor(tmp_path: Path) -> None:
-    plan = {
+    plan: dict[str, object] = {
         "steps": [
             {
                 "step_id": "step1",

@@ -415,31 +415,38 @@ def _steps(n: int, tool: str, parents: Callable[[int], list[int]]) -> Any:
     return Plan(steps=tuple(steps))
 
 
-def library_run(plan: Any, journal: bool, max_workers: int, repeat: int) -> float:
-    """Median seconds of ``Overseer.run`` with the plan given (no planning, no server)."""
-    times = []
+def library_run(plan: Any, journal: bool, max_workers: int, repeat: int) -> tuple[float, float]:
+    """Median (wall, CPU of the whole process) seconds of ``Overseer.run`` with the plan given
+    (no planning, no server). CPU counts every thread: on a shared machine it moves less."""
+    walls, cpus = [], []
     with tempfile.TemporaryDirectory() as state:
         for _ in range(repeat):
             engine = _engine(journal, Path(state), max_workers)
+            before = os.times()
             start = time.perf_counter()
             report = engine.run("benchmark", plan=plan)
-            times.append(time.perf_counter() - start)
+            walls.append(time.perf_counter() - start)
+            after = os.times()
+            cpus.append(after.user + after.system - before.user - before.system)
             if report.status != "succeeded":
                 raise SystemExit(f"the library run failed: {report.outcome.reason}")
             engine.close()
-    return statistics.median(times)
+    return statistics.median(walls), statistics.median(cpus)
 
 
-def thread_pool_run(n: int, max_workers: int, repeat: int) -> float:
+def thread_pool_run(n: int, max_workers: int, repeat: int) -> tuple[float, float]:
     """The eager baseline: every 0 ms job submitted to a ThreadPoolExecutor at once."""
-    times = []
+    walls, cpus = [], []
     for _ in range(repeat):
         with ThreadPoolExecutor(max_workers) as pool:
+            before = os.times()
             start = time.perf_counter()
             for future in [pool.submit(str, i) for i in range(n)]:
                 future.result()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            walls.append(time.perf_counter() - start)
+            after = os.times()
+            cpus.append(after.user + after.system - before.user - before.system)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def asyncio_fan_out(n: int, seconds: float, repeat: int) -> float:
@@ -507,6 +514,10 @@ def process_seconds(
 # -- the report -----------------------------------------------------------------------------------
 
 
+def _journal(on: bool) -> str:
+    return "journal on" if on else "journal off"
+
+
 def _us(seconds: float, n: int) -> str:
     return f"{seconds / n * 1e6:7.1f} us/step"
 
@@ -544,9 +555,10 @@ def report_library(repeat: int, quick: bool) -> None:
     plan = _steps(n, "zero", lambda i: [])
     print(f"\n2. library, {n:,} independent 0 ms steps (max_workers=8)")
     for journal in (True, False):
-        wall = library_run(plan, journal, 8, repeat)
-        print(f"  {'journal ' + ('on' if journal else 'off'):<34} {_us(wall, n)}")
-    print(f"  {'eager ThreadPoolExecutor':<34} {_us(thread_pool_run(n, 8, repeat), n)}")
+        wall, cpu = library_run(plan, journal, 8, repeat)
+        print(f"  {_journal(journal):<34} {_us(wall, n)}   CPU {_us(cpu, n)}")
+    pool_wall, pool_cpu = thread_pool_run(n, 8, repeat)
+    print(f"  {'eager ThreadPoolExecutor':<34} {_us(pool_wall, n)}   CPU {_us(pool_cpu, n)}")
     graph = langgraph_run(min(n, 1_000), repeat)
     text = "not installed" if graph is None else _us(graph, min(n, 1_000)) + " (1,000 steps)"
     print(f"  {'LangGraph':<34} {text}")
@@ -558,14 +570,14 @@ def report_library(repeat: int, quick: bool) -> None:
     dag = _steps(2_000, "zero", lambda i: parents[i])
     print("\n3. library, 2,000-step random DAG of 0 ms steps (0-3 parents, max_workers=8)")
     for journal in (True, False):
-        wall = library_run(dag, journal, 8, repeat)
-        print(f"  {'journal ' + ('on' if journal else 'off'):<34} {_us(wall, 2_000)}")
+        wall, cpu = library_run(dag, journal, 8, repeat)
+        print(f"  {_journal(journal):<34} {_us(wall, 2_000)}   CPU {_us(cpu, 2_000)}")
 
     fan = _steps(50, "sleep", lambda i: [])
     print("\n4. library, fan-out 50 x 100 ms (x critical path)")
     for journal in (True, False):
-        wall = library_run(fan, journal, 50, repeat)
-        print(f"  {'journal ' + ('on' if journal else 'off'):<34} x{wall / 0.1:.3f}")
+        wall, _ = library_run(fan, journal, 50, repeat)
+        print(f"  {_journal(journal):<34} x{wall / 0.1:.3f}")
     print(f"  {'asyncio.gather':<34} x{asyncio_fan_out(50, 0.1, repeat) / 0.1:.3f}")
 
 

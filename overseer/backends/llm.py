@@ -8,6 +8,14 @@ A request may carry a cancel token (``ChatRequest.cancel``). Once it is set the 
 new attempt, no backoff wait, and with a ``CancelToken`` the HTTP exchange in flight is aborted
 by shutting down the socket the calling thread is reading or writing (see ``_Aborter``); the call
 raises ``Cancelled``. Requests without a token behave as before.
+
+What a call costs: ``openai`` is imported on the first call, not with this module (its import
+builds some 660 pydantic models, about a second); ``preload()`` starts it early on a thread. A
+plain call posts a body prepared here through the client's own ``post`` (its auth, base URL,
+headers and errors) and reads the reply with ``_parse_body``, skipping the SDK's transform of the
+params and its pydantic parse of the reply; the request's head and body leave in one write. One
+``OpenAIChat`` holds one openai client, so one connection pool, sized for the steps that run at
+once (``max_connections``). Streamed calls still go through ``chat.completions.create``.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from overseer.usage import Usage
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["OpenAIChat", "RetryPolicy", "classify_error"]
+__all__ = ["OpenAIChat", "RetryPolicy", "classify_error", "preload"]
 
 log = logging.getLogger(__name__)
 

@@ -1160,6 +1160,7 @@ class _RecordingStream(httpcore2.NetworkStream):
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
+        self.probes: list[str] = []
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return b""
@@ -1169,6 +1170,10 @@ class _RecordingStream(httpcore2.NetworkStream):
 
     def close(self) -> None:
         pass
+
+    def get_extra_info(self, info: str) -> Any:
+        self.probes.append(info)
+        return True  # as if the server had closed it
 
 
 HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\n"
@@ -1270,3 +1275,29 @@ def test_one_chat_client_shares_one_connection_pool_across_threads(
         replies = list(pool.map(lambda _: chat.complete(REQUEST).text, range(16)))
     assert replies == ["r"] * 16
     assert chat._client is chat._client  # made once, on the first call
+
+
+def test_a_connection_that_just_answered_is_not_probed() -> None:
+    stream, inner = tracked()
+    stream.read(100)
+    assert stream.get_extra_info("is_readable") is False
+    assert inner.probes == []
+
+
+def test_an_idle_connection_is_probed_once_its_answer_is_old(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from overseer.backends import llm
+
+    monkeypatch.setattr(llm, "_FRESH_S", 0.0)
+    stream, inner = tracked()
+    stream.read(100)
+    assert stream.get_extra_info("is_readable") is True
+    assert inner.probes == ["is_readable"]
+
+
+def test_an_aborted_connection_is_readable_so_the_pool_drops_it() -> None:
+    stream, _inner = tracked()
+    stream.read(100)
+    stream.abort()
+    assert stream.get_extra_info("is_readable") is True

@@ -10,12 +10,14 @@ import gc
 import itertools
 import random
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import pytest
 
+from overseer.core.cancel import CancelToken
 from overseer.core.executor import Executor, StepRunner
 from overseer.core.plan import Plan, Step
 from overseer.core.pool import WorkerPool
@@ -858,3 +860,40 @@ def test_a_step_streamed_in_after_a_failure_it_needs_is_skipped_at_once(
     outcome = run.result()
     assert statuses(outcome) == {"a": "failed", "b": "skipped", "c": "succeeded"}
     assert recorder.kinds("b") == ["StepSkipped"]
+
+
+# -- what a long run keeps ----------------------------------------------------------------------
+
+
+def test_a_settled_step_keeps_no_context_token_or_job(bus: EventBus) -> None:
+    """Freed by reference counting alone (no cycle left): a 10,000-step run would otherwise
+    keep every step's context, token and ticket for the collector to walk again and again."""
+    refs: list[weakref.ref[CallContext]] = []
+
+    def remember(s: Step, inputs: Mapping[str, str], ctx: CallContext) -> ToolResult:
+        refs.append(weakref.ref(ctx))
+        assert isinstance(ctx.cancelled, CancelToken)
+        ctx.cancelled.on_cancel(lambda: None)  # a registered callback must not pin it either
+        return ToolResult(f"out:{s.step_id}")
+
+    gc.disable()
+    try:
+        outcome = executor(remember, bus, max_workers=2).run(plan(step("a"), step("b", "a")))
+        assert outcome.ok
+        assert len(refs) == 2
+        assert [ref() for ref in refs] == [None, None]
+    finally:
+        gc.enable()
+
+
+def test_steps_without_dependencies_get_empty_read_only_inputs(bus: EventBus) -> None:
+    fake = FakeRunner()
+    executor(fake, bus).run(plan(step("a"), step("b", "a")))
+    assert fake.contexts["a"].inputs == {}
+    assert fake.contexts["b"].inputs == {"a": "out:a"}
+
+
+def test_events_of_a_run_view_carry_its_run_id(bus: EventBus, recorder: Recorder) -> None:
+    executor(FakeRunner(), bus.for_run("run-7")).run(plan(step("a"), step("b", "a")))
+    assert recorder.events
+    assert {e.run_id for e in recorder.events} == {"run-7"}

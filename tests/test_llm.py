@@ -1150,3 +1150,154 @@ def test_fake_can_be_started_and_stopped_by_hand() -> None:
     finally:
         fake.stop()
     assert fake.url.startswith("http://127.0.0.1:")
+
+
+# --- the plain request path: one client, one write per request -----------------------------------
+
+
+class _RecordingStream(httpcore2.NetworkStream):
+    """A network stream that records what is written to it and answers reads with b""."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.probes: list[str] = []
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return b""
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.writes.append(buffer)
+
+    def close(self) -> None:
+        pass
+
+    def get_extra_info(self, info: str) -> Any:
+        self.probes.append(info)
+        return True  # as if the server had closed it
+
+
+HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\n"
+
+
+def tracked() -> tuple[Any, _RecordingStream]:
+    from overseer.backends.llm import _Aborter, _TrackedStream
+
+    inner = _RecordingStream()
+    return _TrackedStream(inner, _Aborter()), inner
+
+
+def test_a_request_head_leaves_with_the_first_bytes_of_its_body() -> None:
+    stream, inner = tracked()
+    stream.write(HEAD)
+    assert inner.writes == []
+    stream.write(b'{"a":1}')
+    stream.write(b"")
+    assert inner.writes == [HEAD + b'{"a":1}', b""]
+
+
+def test_the_next_request_on_a_kept_connection_is_coalesced_too() -> None:
+    stream, inner = tracked()
+    stream.write(HEAD)
+    stream.write(b"body-1!")
+    stream.read(100)
+    stream.write(HEAD)
+    stream.write(b"body-2!")
+    assert inner.writes == [HEAD + b"body-1!", HEAD + b"body-2!"]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"POST /v1/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 12",  # not a whole head
+    ],
+)
+def test_a_head_without_a_known_body_is_sent_at_once(head: bytes) -> None:
+    stream, inner = tracked()
+    stream.write(head)
+    assert inner.writes == [head]
+
+
+def test_body_bytes_that_look_like_a_head_are_never_held() -> None:
+    stream, inner = tracked()
+    stream.write(HEAD)
+    stream.write(b"x")
+    stream.write(HEAD)  # more body, not a new request: no read came in between
+    assert inner.writes == [HEAD + b"x", HEAD]
+
+
+def test_the_connection_pool_keeps_a_connection_per_running_step() -> None:
+    from overseer.backends.llm import _limits
+
+    default = openai.DEFAULT_CONNECTION_LIMITS
+    assert _limits(None) == default
+    assert _limits(8) == default
+    wide = _limits(500)
+    assert wide.max_keepalive_connections == 500
+    assert wide.max_connections is not None and wide.max_connections >= 500
+
+
+def test_the_plain_path_sends_the_params_as_create_would(route: respx.Route) -> None:
+    route.mock(return_value=ok())
+    request = ChatRequest(
+        messages=MESSAGES,
+        model="other-model",
+        temperature=0.0,
+        max_tokens=12,
+        schema=SCHEMA,
+        schema_name="answer",
+        extra={"top_p": 0.5, "temperature": 0.3},
+    )
+    make_chat([], structured_output="json_object").complete(request)
+    sent = json.loads(route.calls.last.request.content)
+    assert sent == {
+        "model": "other-model",
+        "messages": MESSAGES,
+        "temperature": 0.3,  # extra goes on top, as extra_body did
+        "max_tokens": 12,
+        "response_format": {"type": "json_object", "schema": SCHEMA},
+        "top_p": 0.5,
+    }
+    headers = route.calls.last.request.headers
+    assert headers["content-type"] == "application/json"
+    assert headers["authorization"] == f"Bearer {API_KEY}"
+
+
+def test_one_chat_client_shares_one_connection_pool_across_threads(
+    scripted: tuple[FakeOpenAI, list[FakeReply | str]],
+) -> None:
+    fake, script = scripted
+    script.extend(["r"] * 16)
+    chat = socket_chat(fake, [], max_connections=4)
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda _: chat.complete(REQUEST).text, range(16)))
+    assert replies == ["r"] * 16
+    assert chat._client is chat._client  # made once, on the first call
+
+
+def test_a_connection_that_just_answered_is_not_probed() -> None:
+    stream, inner = tracked()
+    stream.read(100)
+    assert stream.get_extra_info("is_readable") is False
+    assert inner.probes == []
+
+
+def test_an_idle_connection_is_probed_once_its_answer_is_old(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from overseer.backends import llm
+
+    monkeypatch.setattr(llm, "_FRESH_S", 0.0)
+    stream, inner = tracked()
+    stream.read(100)
+    assert stream.get_extra_info("is_readable") is True
+    assert inner.probes == ["is_readable"]
+
+
+def test_an_aborted_connection_is_readable_so_the_pool_drops_it() -> None:
+    stream, _inner = tracked()
+    stream.read(100)
+    stream.abort()
+    assert stream.get_extra_info("is_readable") is True

@@ -51,6 +51,7 @@ def make_chat(settings: Settings, resources: ExitStack | None = None) -> ChatCli
         request_timeout=backend.request_timeout,
         retry=RetryPolicy(retry.max_attempts, retry.initial_wait, retry.max_wait, retry.jitter),
         stream=backend.stream,
+        max_connections=settings.run.max_workers,  # one pooled connection per running step
     )
 
 

@@ -8,6 +8,14 @@ A request may carry a cancel token (``ChatRequest.cancel``). Once it is set the 
 new attempt, no backoff wait, and with a ``CancelToken`` the HTTP exchange in flight is aborted
 by shutting down the socket the calling thread is reading or writing (see ``_Aborter``); the call
 raises ``Cancelled``. Requests without a token behave as before.
+
+What a call costs: ``openai`` is imported on the first call, not with this module (its import
+builds some 660 pydantic models, about a second); ``preload()`` starts it early on a thread. A
+plain call posts a body prepared here through the client's own ``post`` (its auth, base URL,
+headers and errors) and reads the reply with ``_parse_body``, skipping the SDK's transform of the
+params and its pydantic parse of the reply; the request's head and body leave in one write. One
+``OpenAIChat`` holds one openai client, so one connection pool, sized for the steps that run at
+once (``max_connections``). Streamed calls still go through ``chat.completions.create``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import random
 import re
 import socket
@@ -26,12 +35,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpcore2
 import httpx2
-import openai
 import tenacity
 
 from overseer.backends.chat import ChatReply, ChatRequest, Message, StructuredMode
@@ -40,11 +48,15 @@ from overseer.core.cancel import CancelToken
 from overseer.errors import BackendError, Cancelled, PermanentBackendError, TransientBackendError
 from overseer.usage import Usage
 
-__all__ = ["OpenAIChat", "RetryPolicy", "classify_error"]
+if TYPE_CHECKING:
+    import openai
+
+__all__ = ["OpenAIChat", "RetryPolicy", "classify_error", "preload"]
 
 log = logging.getLogger(__name__)
 
 _PLACEHOLDER_API_KEY = "not-needed"
+_OPENAI_URL = "https://api.openai.com/v1"  # the SDK's own default, when nothing names a server
 _SERVER_MESSAGE_LIMIT = 200
 _BODY_PREVIEW = 80
 _REDACTED = "[redacted]"
@@ -83,8 +95,35 @@ class _MalformedReply(Exception):
     """A 200 whose body is not a chat completion (HTML, truncated JSON, no choices, cut stream)."""
 
 
-# What one attempt may raise that ``classify_error`` understands; anything else is a bug.
-_CAUGHT = (openai.OpenAIError, httpx2.HTTPError, ValueError, _MalformedReply)
+def _caught() -> tuple[type[Exception], ...]:
+    """What one attempt may raise that ``classify_error`` understands; anything else is a bug.
+    (A function, so that naming openai's error class does not import openai.)"""
+    import openai
+
+    return (openai.OpenAIError, httpx2.HTTPError, ValueError, _MalformedReply)
+
+
+def preload() -> None:
+    """Import the openai SDK on a daemon thread now, so that the first call finds it loaded.
+
+    ``import openai`` builds some 660 pydantic models: about a second of CPU that nothing but a
+    call needs. An ``OpenAIChat`` imports it on its first call; a caller that knows a call is
+    coming (the command line, before it loads the configuration) can start it early here.
+    """
+    with _PRELOAD_LOCK:
+        if _PRELOADED:
+            return
+        _PRELOADED.append(True)
+    threading.Thread(target=_import_sdk, name="overseer-openai-import", daemon=True).start()
+
+
+_PRELOAD_LOCK = threading.Lock()
+_PRELOADED: list[bool] = []
+
+
+def _import_sdk() -> None:
+    with contextlib.suppress(Exception):  # the first call imports it again and says what failed
+        import openai  # noqa: F401
 
 
 @dataclass
@@ -120,6 +159,7 @@ class OpenAIChat:
         retry: RetryPolicy = _DEFAULT_RETRY,
         stream: bool = False,
         sleep: Callable[[float], None] = time.sleep,
+        max_connections: int | None = None,
     ) -> None:
         self._api_key = api_key
         self._model = model
@@ -128,16 +168,39 @@ class OpenAIChat:
         self._stream = stream
         self._sleep = sleep
         self._aborter = _Aborter()
-        self._client = openai.OpenAI(
-            base_url=base_url,
-            api_key=api_key or _PLACEHOLDER_API_KEY,
-            timeout=request_timeout,
-            max_retries=0,
-            http_client=_AbortableClient(
-                self._aborter, timeout=request_timeout, trust_env=not _is_loopback(base_url)
-            ),
+        self._base_url = base_url or os.environ.get("OPENAI_BASE_URL") or _OPENAI_URL
+        self._timeout = request_timeout
+        self._max_connections = max_connections
+        self._sdk_client: openai.OpenAI | None = None
+        self._client_lock = threading.Lock()
+        self._where = _display_url(self._base_url.rstrip("/"))
+
+    @property
+    def _client(self) -> openai.OpenAI:
+        """The openai client, made (and openai imported) on the first call, then shared by
+        every call of this chat client: one connection pool, as many connections as steps."""
+        client = self._sdk_client
+        if client is None:
+            with self._client_lock:
+                client = self._sdk_client = self._sdk_client or self._make_client()
+        return client
+
+    def _make_client(self) -> openai.OpenAI:
+        import openai
+
+        http_client = _AbortableClient(
+            self._aborter,
+            timeout=self._timeout,
+            trust_env=not _is_loopback(self._base_url),
+            limits=_limits(self._max_connections),
         )
-        self._where = _display_url(str(self._client.base_url).rstrip("/"))
+        return openai.OpenAI(
+            base_url=self._base_url,
+            api_key=self._api_key or _PLACEHOLDER_API_KEY,
+            timeout=self._timeout,
+            max_retries=0,
+            http_client=http_client,
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIChat(base_url={self._where!r}, model={self._model!r})"
@@ -206,14 +269,13 @@ class OpenAIChat:
 
     def _attempt(self, request: ChatRequest) -> ChatReply:
         self._stop_if_cancelled(request)
-        params = self._params(request)
         try:
             if self._stream:
-                return self._complete_streamed(params, request)
-            return self._complete_plain(params, request)
-        except _CAUGHT as exc:
+                return self._complete_streamed(self._params(request), request)
+            return self._complete_plain(request)
+        except _caught() as exc:
             self._stop_if_cancelled(request, exc)  # the abort, not the server, ended it
-            raise self._classify(exc, params["model"]) from exc
+            raise self._classify(exc, request.model or self._model) from exc
 
     def _classify(self, exc: BaseException, model: str) -> BackendError:
         return classify_error(exc, base_url=self._where, model=model, api_key=self._api_key)
@@ -245,9 +307,35 @@ class OpenAIChat:
         spec = {"name": request.schema_name, "schema": request.schema, "strict": False}
         return {"type": "json_schema", "json_schema": spec}
 
-    def _complete_plain(self, params: dict[str, Any], request: ChatRequest) -> ChatReply:
-        raw = self._client.chat.completions.with_raw_response.create(**params)
-        body = _parse_body(raw.text)
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        """The JSON body of a plain (not streamed) request, as the server will read it."""
+        body: dict[str, Any] = {"model": request.model or self._model, "messages": request.messages}
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        response_format = self._response_format(request)
+        if response_format is not None:
+            body["response_format"] = response_format
+        body.update(request.extra)  # as ``extra_body`` would: on top of the rest
+        return body
+
+    def _complete_plain(self, request: ChatRequest) -> ChatReply:
+        """One plain request through the client's own ``post``: its auth, base URL, headers
+        and errors, without ``chat.completions.create``'s transform of the params or its
+        pydantic parse of the reply (about 1 ms of CPU per call, held under the GIL while 50
+        steps queue behind it). The body is serialised once, here; ``_parse_body`` reads it."""
+        body = self._body(request)
+        options: dict[str, Any] = {} if request.timeout is None else {"timeout": request.timeout}
+        raw = self._client.post(
+            "/chat/completions",
+            cast_to=httpx2.Response,
+            content=json.dumps(body, separators=(",", ":")).encode(),
+            options=cast("openai.RequestOptions", options),
+        )
+        return self._reply(_parse_body(raw.text), body["model"], request)
+
+    def _reply(self, body: dict[str, Any], asked: str, request: ChatRequest) -> ChatReply:
         choice = _choices(body)[0]
         message = choice.get("message")
         if not isinstance(message, Mapping):
@@ -255,7 +343,7 @@ class OpenAIChat:
         text = message.get("content") or ""
         if not isinstance(text, str):
             raise _MalformedReply(f"message content of type {type(text).__name__}")
-        model = body.get("model") or params["model"]
+        model = body.get("model") or asked
         usage = _usage(body.get("usage"), request.messages, text, model)
         return ChatReply(text, usage, str(model), _str_or_none(choice.get("finish_reason")))
 
@@ -344,12 +432,27 @@ class _TrackedStream(httpcore2.NetworkStream):
         self._inner = inner
         self._aborter = aborter
         self._aborted = False
+        self._head_next = True  # the next write starts a request
+        self._held = b""  # a request head waiting for its body
+        self._last_read = 0.0  # time.monotonic() of the last read that returned
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._head_next = True
         with self._aborter.io(self, httpcore2.ReadError):
-            return self._inner.read(max_bytes, timeout)
+            data = self._inner.read(max_bytes, timeout)
+        self._last_read = time.monotonic()
+        return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        """Send ``buffer``; a request head announcing a body is held and sent with the body's
+        first bytes, in one segment. httpcore writes the two apart: two system calls, and two
+        wake-ups of the server, which on a busy machine can cost a time slice each."""
+        head, self._head_next = self._head_next, False
+        if self._held:
+            buffer, self._held = self._held + buffer, b""
+        elif head and _announces_body(buffer):
+            self._held = buffer
+            return
         with self._aborter.io(self, httpcore2.WriteError):
             self._inner.write(buffer, timeout)
 
@@ -364,8 +467,11 @@ class _TrackedStream(httpcore2.NetworkStream):
         return _TrackedStream(upgraded, self._aborter)
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and self._aborted:
-            return True  # how httpcore learns that a pooled connection is dead
+        if info == "is_readable":
+            if self._aborted:
+                return True  # how httpcore learns that a pooled connection is dead
+            if time.monotonic() - self._last_read < _FRESH_S:
+                return False  # it answered just now: no probe (see _FRESH_S)
         return self._inner.get_extra_info(info)
 
     def abort(self) -> None:
@@ -377,6 +483,28 @@ class _TrackedStream(httpcore2.NetworkStream):
                 # socket.socket's own shutdown: SSLSocket's would drop its SSL object under the
                 # reading thread's feet
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_FRESH_S = 0.5
+"""How long after its last reply an idle pooled connection is taken to be alive unprobed.
+
+httpcore asks every idle connection whether the server closed it (a ``poll`` system call, which
+lets go of the GIL) each time a request starts or ends: with 50 steps that is some 2,500 probes
+per fan-out, each a chance for 49 other threads to take the GIL while the pool's lock is held.
+A server that closes a kept-alive connection within half a second of answering on it is rare
+(keep-alive timeouts are seconds); if one does, the call fails as a transient error and is
+retried. A ``Connection: close`` answer is never reused, probe or not."""
+
+
+def _announces_body(head: bytes) -> bool:
+    """Whether this request head is complete and promises a body of some bytes."""
+    if not head.endswith(b"\r\n\r\n"):
+        return False
+    match = _CONTENT_LENGTH.search(head)
+    return match is not None and int(match.group(1)) > 0
+
+
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*\r\n", re.IGNORECASE)
 
 
 class _TrackingBackend(httpcore2.NetworkBackend):
@@ -421,12 +549,34 @@ def _is_loopback(base_url: str | None) -> bool:
         return False
 
 
-class _AbortableClient(openai.DefaultHttpxClient):
-    """The openai SDK's default HTTP client (limits, redirects, proxies from the environment),
-    whose connection pools open ``_TrackedStream`` connections."""
+def _limits(max_connections: int | None) -> httpx2.Limits:
+    """The SDK's connection limits, with at least ``max_connections`` kept alive: every step
+    running at once keeps its connection for the next call instead of opening a new one."""
+    import openai
+
+    default = openai.DEFAULT_CONNECTION_LIMITS
+    keep = default.max_keepalive_connections or 0
+    if max_connections is None or max_connections <= keep:
+        return default
+    top = default.max_connections
+    return httpx2.Limits(
+        max_connections=None if top is None else max(top, max_connections),
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=default.keepalive_expiry,
+    )
+
+
+class _AbortableClient(httpx2.Client):
+    """The openai SDK's default HTTP client (its timeout, limits and redirects; proxies from the
+    environment), whose connection pools open ``_TrackedStream`` connections."""
 
     def __init__(self, aborter: _Aborter, **kwargs: Any) -> None:
+        import openai
+
         self._aborter = aborter  # before super().__init__, which builds the transports
+        kwargs.setdefault("timeout", openai.DEFAULT_TIMEOUT)
+        kwargs.setdefault("limits", openai.DEFAULT_CONNECTION_LIMITS)
+        kwargs.setdefault("follow_redirects", True)
         super().__init__(**kwargs)
 
     def _init_transport(self, *args: Any, **kwargs: Any) -> httpx2.BaseTransport:
@@ -472,6 +622,8 @@ def classify_error(
 
 
 def _classify(exc: BaseException, where: str, model: str | None) -> BackendError:
+    import openai
+
     if isinstance(exc, openai.APIStatusError):
         return _status_error(exc, where, model)
     if isinstance(exc, openai.APITimeoutError):
@@ -531,6 +683,8 @@ def _server_message(body: object) -> str:
 
 def _retry_after(exc: BaseException | None) -> float | None:
     """The server's requested wait in seconds, from a 429/503 answer."""
+    import openai
+
     if not isinstance(exc, openai.APIStatusError) or exc.status_code not in _RETRY_AFTER_STATUSES:
         return None
     return _parse_retry_after(exc.response.headers)
@@ -589,6 +743,8 @@ def _choices(body: Mapping[str, Any], *, allow_empty: bool = False) -> list[Mapp
 
 
 def _chunk_dict(chunk: object) -> Mapping[str, Any]:
+    import openai
+
     if isinstance(chunk, openai.BaseModel):
         return chunk.to_dict()
     raise _MalformedReply(f"a stream event that is not an object: {_preview(repr(chunk))!r}")

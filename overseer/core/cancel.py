@@ -25,36 +25,80 @@ class CancelToken(threading.Event):
     Thread-safe. The callbacks run on the thread that calls ``set()``, in the order they were
     registered, after the flag is up; one that raises is logged and the others still run. A
     callback registered once the token is set runs at once, on the registering thread.
+
+    Every step of a run gets one, and most are never waited on nor set: so a token is a flag and
+    nothing more until someone waits (the condition is made then) or registers a callback (the
+    dict is made then). The few changes of state go through one lock shared by all tokens.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._guard = threading.Lock()
-        self._callbacks: dict[object, Callable[[], None]] = {}
+    def __init__(self) -> None:  # no super().__init__(): no Condition until someone waits
+        self._flag = False
+        self._cond: threading.Condition | None = None
+        self._callbacks: dict[object, Callable[[], None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    isSet = is_set  # threading.Event's old name
 
     def set(self) -> None:
-        with self._guard:
-            if self.is_set():
+        with _GUARD:
+            if self._flag:
                 return
-            super().set()
-            callbacks = list(self._callbacks.values())
-            self._callbacks.clear()
+            self._flag = True
+            cond = self._cond
+            callbacks = list((self._callbacks or {}).values())
+            self._callbacks = None
+        if cond is not None:
+            with cond:
+                cond.notify_all()
         for callback in callbacks:
             _run(callback)
 
+    def clear(self) -> None:
+        """Lower the flag; callbacks that already ran do not run again on the next ``set()``."""
+        with _GUARD:
+            self._flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._flag:
+            return True
+        cond = self._condition()
+        with cond:
+            if not self._flag:
+                cond.wait(timeout)
+            return self._flag
+
     def on_cancel(self, callback: Callable[[], None]) -> Remove:
         """Run ``callback`` when the token is set (now, if it is set already)."""
-        with self._guard:
-            if not self.is_set():
+        with _GUARD:
+            if not self._flag:
                 key = object()
+                if self._callbacks is None:
+                    self._callbacks = {}
                 self._callbacks[key] = callback
                 return lambda: self._remove(key)
         _run(callback)
         return _nothing
 
+    def _condition(self) -> threading.Condition:
+        with _GUARD:
+            if self._cond is None:
+                self._cond = threading.Condition(threading.Lock())
+            return self._cond
+
     def _remove(self, key: object) -> None:
-        with self._guard:
-            self._callbacks.pop(key, None)
+        with _GUARD:
+            if self._callbacks is not None:
+                self._callbacks.pop(key, None)
+
+    def _at_fork_reinit(self) -> None:
+        self._cond = None
+
+
+_GUARD = threading.Lock()
+"""Guards the state changes of every token: they are rare (a wait's first call, a callback
+registered or removed, a set), and short."""
 
 
 def _run(callback: Callable[[], None]) -> None:

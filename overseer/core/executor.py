@@ -25,8 +25,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
+from types import MappingProxyType
 from typing import Literal
 
 from overseer.core.plan import Plan, Step
@@ -58,7 +59,9 @@ DEFAULT_CANCEL_GRACE = 0.5
 
 @dataclass(eq=False, slots=True)
 class _Job:
-    """One step's run, built when the step arrives so launching it costs little.
+    """One step's run, built when it starts and dropped once it settles, so that a long run
+    keeps no context, token or ticket per finished step (the garbage collector would walk
+    them all, again and again, for the rest of the run).
 
     ``started`` is when it was handed to a worker (seconds since t0); ``settled`` once its
     outcome is recorded or it was abandoned.
@@ -66,7 +69,7 @@ class _Job:
 
     step: Step
     ctx: CallContext
-    inputs: Mapping[str, str] = field(default_factory=dict)
+    inputs: Mapping[str, str]
     started: float = 0.0
     attempts: int = 1
     ticket: Ticket | None = None
@@ -102,6 +105,9 @@ class _CancelRequested:
 
 
 _Message = _Done | _Added | _Closed | _UsageAdded | _CancelRequested
+
+_NO_INPUTS: Mapping[str, str] = MappingProxyType({})
+"""The inputs of every step that depends on nothing: one shared, read-only mapping."""
 RunStatus = Literal["succeeded", "failed", "cancelled"]
 
 
@@ -134,6 +140,7 @@ class Executor:
         _check_settings(step_timeout, max_tokens, step_retries, cancel_grace)
         self._runner = runner
         self._bus = bus
+        self._run_id: str = getattr(bus, "run_id", "")  # stamped here: the bus need not copy
         self._sched = Scheduler(max_running=max_workers, tool_caps=tool_caps, on_error=on_error)
         self._fail_fast = on_error == "fail-fast"
         self._timeout = step_timeout
@@ -151,7 +158,6 @@ class Executor:
         self._started = False
         self._records: dict[str, StepRecord] = {}
         self._prior: dict[str, StepRecord] = {}
-        self._all_jobs: dict[str, _Job] = {}
         self._jobs: dict[str, _Job] = {}  # running
         self._deadlines: list[tuple[float, int, _Job]] = []
         self._tiebreak = itertools.count()
@@ -283,9 +289,8 @@ class Executor:
             self._halt(f"invalid plan: {exc}", force=True)
             return
         self._records[step.step_id] = StepRecord(step.step_id)
-        ctx = CallContext(step_id=step.step_id, task=step.description)
-        self._all_jobs[step.step_id] = _Job(step, ctx)
-        self._record_settled(settled)
+        if settled:
+            self._record_settled(settled)
 
     def _on_closed(self) -> None:
         try:
@@ -314,22 +319,26 @@ class Executor:
 
     def _launch(self, step: Step) -> None:
         """Hand a step to a worker; StepStarted is emitted there, off this thread's path."""
-        job = self._jobs[step.step_id] = self._all_jobs[step.step_id]
+        step_id = step.step_id
+        inputs = self._inputs(step)
+        ctx = CallContext(step_id=step_id, task=step.description, inputs=inputs)
+        job = self._jobs[step_id] = _Job(step, ctx, inputs)
         job.started = now = self._since()
         timeout = self._timeout_of(step)
         if timeout is not None:
-            job.ctx.deadline = deadline = time.monotonic() + timeout
+            ctx.deadline = deadline = time.monotonic() + timeout
             heapq.heappush(self._deadlines, (deadline, next(self._tiebreak), job))
-        record = self._records[step.step_id]
+        record = self._records[step_id]
         record.status, record.started_at, record.attempts = "running", now, 1
-        job.inputs = job.ctx.inputs = self._inputs(step)
         job.ticket = self._pool.submit(partial(self._work, job))
 
     def _timeout_of(self, step: Step) -> float | None:
         """The tool's own timeout where the configuration gives one, else the step timeout."""
         return self._tool_timeouts.get(step.tool, self._timeout)
 
-    def _inputs(self, step: Step) -> dict[str, str]:
+    def _inputs(self, step: Step) -> Mapping[str, str]:
+        if not step.depends_on:
+            return _NO_INPUTS
         records = self._records
         return {d: records[d].output or "" for d in step.depends_on if d in records}
 
@@ -339,13 +348,20 @@ class Executor:
         self._sched.succeeded(step.step_id)
         output = record.output or ""
         self._emit(
-            StepFinished(self._since(), step.step_id, output, record.duration, record.attempts)
+            StepFinished(
+                self._since(),
+                step.step_id,
+                output,
+                record.duration,
+                record.attempts,
+                run_id=self._run_id,
+            )
         )
 
     # -- on a worker thread -------------------------------------------------------------------
 
     def _work(self, job: _Job) -> None:
-        self._emit(StepStarted(job.started, job.step.step_id, 1))
+        self._emit(StepStarted(job.started, job.step.step_id, 1, run_id=self._run_id))
         result, error = self._attempts(job)
         self._inbox.put(_Done(job, result, error, self._clock()))
 
@@ -377,8 +393,8 @@ class Executor:
 
     def _announce_retry(self, step_id: str, attempt: int, error: str) -> None:
         now = self._since()
-        self._emit(StepRetrying(now, step_id, attempt, error))
-        self._emit(StepStarted(now, step_id, attempt))
+        self._emit(StepRetrying(now, step_id, attempt, error, run_id=self._run_id))
+        self._emit(StepStarted(now, step_id, attempt, run_id=self._run_id))
 
     # -- outcomes -----------------------------------------------------------------------------
 
@@ -406,9 +422,16 @@ class Executor:
         record.attempts = job.attempts
         record.usage += result.usage
         self._sched.succeeded(step_id)
-        self._emit(StepFinished(at, step_id, result.output, record.duration, record.attempts))
+        run_id = self._run_id
+        self._emit(
+            StepFinished(
+                at, step_id, result.output, record.duration, record.attempts, run_id=run_id
+            )
+        )
         if result.usage.total_tokens:
-            self._emit(UsageRecorded(at, result.usage, step_id, "step", result.model))
+            self._emit(
+                UsageRecorded(at, result.usage, step_id, "step", result.model, run_id=run_id)
+            )
             self._step_usage += result.usage
             self._check_budget()
 
@@ -420,7 +443,9 @@ class Executor:
         prefix = f"step {step_id!r}"
         self._failures.append(error if error.startswith(prefix) else f"{prefix} failed: {error}")
         settled = self._sched.failed(step_id)
-        self._emit(StepFailed(at, step_id, error, record.duration, record.attempts))
+        self._emit(
+            StepFailed(at, step_id, error, record.duration, record.attempts, run_id=self._run_id)
+        )
         if self._fail_fast:
             self._halt_reason = self._halt_reason or self._failures[-1]
             self._cancel_pending(settled, self._stop_reason())
@@ -433,14 +458,14 @@ class Executor:
             reason = f"skipped: step {self._sched.cause(step_id)!r}, which it needs, failed"
             record = self._records[step_id]
             record.status, record.error = "skipped", reason
-            self._emit(StepSkipped(now, step_id, reason))
+            self._emit(StepSkipped(now, step_id, reason, run_id=self._run_id))
 
     def _cancel_pending(self, step_ids: Iterable[str], reason: str) -> None:
         now = self._since()
         for step_id in step_ids:
             record = self._records[step_id]
             record.status, record.error = "cancelled", reason
-            self._emit(StepCancelled(now, step_id, reason))
+            self._emit(StepCancelled(now, step_id, reason, run_id=self._run_id))
 
     # -- stopping -----------------------------------------------------------------------------
 
@@ -503,7 +528,7 @@ class Executor:
         record.status, record.error = "cancelled", error
         record.finished_at, record.attempts = at, job.attempts
         self._sched.abandon(step_id)
-        self._emit(StepCancelled(at, step_id, self._cancel_reason))
+        self._emit(StepCancelled(at, step_id, self._cancel_reason, run_id=self._run_id))
 
     def _abandon(self, job: _Job) -> bool:
         """Detach a running job from the run; False if it already returned."""

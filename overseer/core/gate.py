@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from overseer.core.toolbase import CallContext
 from overseer.errors import StepTimeout, ToolError
@@ -51,6 +51,27 @@ class _Hold:
         return not self.ctx.cancelled.is_set()
 
 
+class _StepLease:
+    """``Gate.step``'s context manager: a plain object, not a generator, as every step takes one."""
+
+    __slots__ = ("_ctx", "_gate", "_hold", "_tool")
+
+    def __init__(self, gate: Gate, tool: str, ctx: CallContext) -> None:
+        self._gate = gate
+        self._tool = tool
+        self._ctx = ctx
+        self._hold: _Hold | None = None
+
+    def __enter__(self) -> Slot:
+        self._hold = self._gate._acquire(self._tool, None, self._ctx)
+        return Slot()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._hold is not None:
+            self._gate._release(self._hold)
+            self._hold = None
+
+
 class Gate:
     """``slots`` slots in all and a cap per capped tool; waits honour deadlines and cancels."""
 
@@ -71,14 +92,9 @@ class Gate:
         with self._cond:
             return self._busy(tool)
 
-    @contextmanager
-    def step(self, tool: str, ctx: CallContext) -> Iterator[Slot]:
+    def step(self, tool: str, ctx: CallContext) -> AbstractContextManager[Slot]:
         """Hold a slot (and ``tool``'s cap) while a plan step runs."""
-        hold = self._acquire(tool, None, ctx)
-        try:
-            yield Slot()
-        finally:
-            self._release(hold)
+        return _StepLease(self, tool, ctx)
 
     @contextmanager
     def call(self, tool: str, owner: Slot | None, ctx: CallContext) -> Iterator[None]:

@@ -31,7 +31,7 @@ class Ticket:
     __slots__ = ("_fn", "_lock", "_state")
 
     def __init__(self, fn: Callable[[], object]) -> None:
-        self._fn = fn
+        self._fn: Callable[[], object] | None = fn
         self._lock = threading.Lock()
         self._state: TicketState = "queued"
 
@@ -161,8 +161,11 @@ def _serve(jobs: queue.SimpleQueue[Ticket | None], ready: threading.Semaphore) -
             return
         if not ticket._claim():
             continue
+        fn, ticket._fn = ticket._fn, None  # the job often holds its ticket: no cycle left
         with contextlib.suppress(Exception):  # jobs report their own errors; the pool lives on
-            ticket._fn()
+            if fn is not None:
+                fn()
+        del fn
         if not ticket._release():
             return
 

@@ -12,7 +12,7 @@ __all__ = ["RunOutcome", "StepRecord", "StepStatus"]
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 
 
-@dataclass
+@dataclass(slots=True)
 class StepRecord:
     """``started_at``/``finished_at`` are seconds since the run started (None if never);
     ``round`` is the planning round the step came from (1 is the first plan)."""

@@ -6,6 +6,7 @@ The registry is what the planner sees and what steps and nodes call. A tool's fa
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import json
@@ -126,11 +127,25 @@ class FunctionTool:
         return ToolResult(output=output_text(value))
 
 
-def _parameters(function: Callable[..., Any]) -> set[str]:
+def _parameters(function: Callable[..., Any]) -> frozenset[str]:
+    """The parameter names of ``function``, worked out once per function (``inspect.signature``
+    costs more than a whole zero-time step)."""
     try:
-        return set(inspect.signature(function).parameters)
+        return _cached_parameters(function)
+    except TypeError:  # an unhashable callable
+        return _signature_parameters(function)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_parameters(function: Callable[..., Any]) -> frozenset[str]:
+    return _signature_parameters(function)
+
+
+def _signature_parameters(function: Callable[..., Any]) -> frozenset[str]:
+    try:
+        return frozenset(inspect.signature(function).parameters)
     except (TypeError, ValueError):
-        return set()
+        return frozenset()
 
 
 def output_text(value: Any) -> str:

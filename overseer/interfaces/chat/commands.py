@@ -32,6 +32,7 @@ from overseer.events import Event, JournalProblem
 from overseer.interfaces.chat.conversation import Turn
 from overseer.interfaces.chat.session import ChatSession, unfinished_steps
 from overseer.interfaces.runs import format_run, format_runs
+from overseer.interfaces.safe_text import json_safe, visible
 
 __all__ = [
     "COMMANDS",
@@ -65,7 +66,8 @@ KEYS_HELP = (
 
 @dataclass
 class Output:
-    """Where results (``out``) and everything else (``err``) go; ``json`` for ``--json``."""
+    """Where results (``out``) and everything else (``err``) go; ``json`` for ``--json``.
+    Text goes through ``safe_text``: much of it is the model's, and must not drive a terminal."""
 
     out: IO[str]
     err: IO[str]
@@ -73,16 +75,16 @@ class Output:
     indent: int | None = 2
 
     def show(self, text: str) -> None:
-        self._write(self.out, text)
+        self._write(self.out, visible(text))
 
     def data(self, value: Any) -> None:
-        self._write(self.out, json.dumps(value, ensure_ascii=False, indent=self.indent))
+        self._write(self.out, json_safe(json.dumps(value, ensure_ascii=False, indent=self.indent)))
 
     def note(self, text: str) -> None:
-        self._write(self.err, text)
+        self._write(self.err, visible(text))
 
     def problem(self, text: str) -> None:
-        self._write(self.err, f"overseer: {text}")
+        self._write(self.err, f"overseer: {visible(text)}")
 
     @staticmethod
     def _write(stream: IO[str], text: str) -> None:

@@ -57,7 +57,7 @@ def test_json_safe_json_decodes_to_the_same_value_with_no_raw_control(value: Any
 def test_the_chat_output_shows_escapes_on_both_streams() -> None:
     out, err = io.StringIO(), io.StringIO()
     output = Output(out, err)
-    output.show(HOSTILE)
+    output.answer(HOSTILE)
     output.note(HOSTILE)
     output.problem(HOSTILE)
     output.data({"answer": HOSTILE})

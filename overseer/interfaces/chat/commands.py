@@ -73,6 +73,15 @@ class Output:
     err: IO[str]
     json: bool = False
     indent: int | None = 2
+    answers: int = 0  # answers shown so far
+
+    def answer(self, text: str) -> None:
+        """A turn's answer; a blank line sets it apart from the answer before it, so that piped
+        output shows where each turn's answer begins."""
+        if self.answers:
+            self.out.write("\n")
+        self.answers += 1
+        self.show(text)
 
     def show(self, text: str) -> None:
         self._write(self.out, visible(text))
@@ -152,7 +161,7 @@ class Commands:
         if self.output.json and turn.report is not None:
             self.output.data(turn.report.to_json())
         elif turn.status != "cancelled" and turn.answer:
-            self.output.show(turn.answer)
+            self.output.answer(turn.answer)
         if turn.status == "cancelled":
             self.output.note(_cancelled_note(turn))
         elif turn.error:

@@ -250,6 +250,15 @@ def test_planning_shows_its_elapsed_time_ticking_and_the_tokens_received() -> No
     display.stop()
 
 
+def test_late_progress_of_a_finished_plan_does_not_bring_planning_back() -> None:
+    display, _ = live_display()
+    display.handle(PlanningStarted(0.0))
+    display.handle(PlanReady(0.5, PLAN))
+    display.handle(PlanningProgress(0.5, tokens=99, elapsed=0.5))
+    assert not any("planning" in line for line in display.lines())
+    display.stop()
+
+
 def test_a_running_step_shows_its_elapsed_time() -> None:
     clock = Clock()
     display, screen = live_display(clock)

@@ -106,6 +106,7 @@ class _Board:
     planning: _Planning | None = None
     notes: list[str] = field(default_factory=list)
     rounds: int = 1
+    planned: set[int] = field(default_factory=set)  # rounds whose plan is complete
     ended: float | None = None  # when the display stopped: elapsed times freeze there
 
     def apply(self, arrived: float, event: Event) -> None:
@@ -127,7 +128,7 @@ class _Board:
         if isinstance(event, PlanningStarted):
             self.planning = _Planning(event.round, arrived)
             self.rounds = max(self.rounds, event.round)
-        elif isinstance(event, PlanningProgress):
+        elif isinstance(event, PlanningProgress) and event.round not in self.planned:
             self.planning = self.planning or _Planning(event.round, arrived - event.elapsed)
             self.planning.tokens = event.tokens
         elif isinstance(event, PlanRejected):
@@ -136,6 +137,7 @@ class _Board:
             for step in event.plan.steps:
                 self.add_step(step, event.round)
             self.planning = None
+            self.planned.add(event.round)
 
     def add_step(self, step: Any, round_: int) -> bool:
         """Add a step not seen before; say whether it was new."""

@@ -310,6 +310,15 @@ def test_the_tree_grows_as_steps_arrive_and_a_new_round_has_a_heading() -> None:
     display.stop()
 
 
+def test_a_streamed_step_that_starts_before_its_planned_event_shows_as_running() -> None:
+    display, _ = live_display()
+    display.handle(PlanningStarted(0.0))
+    display.handle(StepStarted(0.1, "a"))  # the executor was quicker than the planner's event
+    display.handle(StepPlanned(0.1, step("a", "Write")))
+    assert display.lines()[1] == "└── ▶ a [t] Write  running 0s"
+    display.stop()
+
+
 def test_a_frame_is_cut_to_the_height_of_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LINES", "8")
     display, screen = live_display()

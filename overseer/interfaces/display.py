@@ -107,6 +107,7 @@ class _Board:
     notes: list[str] = field(default_factory=list)
     rounds: int = 1
     planned: set[int] = field(default_factory=set)  # rounds whose plan is complete
+    early: dict[str, list[tuple[float, Event]]] = field(default_factory=dict)
     ended: float | None = None  # when the display stopped: elapsed times freeze there
 
     def apply(self, arrived: float, event: Event) -> None:
@@ -120,9 +121,19 @@ class _Board:
         elif isinstance(event, RunAborted | RunFinished):
             self.planning = None
         else:
-            view = self.steps.get(getattr(event, "step_id", None) or "")
-            if view is not None:
-                _update_view(view, arrived, event)
+            self._step_event(arrived, event)
+
+    def _step_event(self, arrived: float, event: Event) -> None:
+        """A step's event; one that came before the step itself (a streamed step can start
+        before its ``StepPlanned`` is out) waits for it."""
+        step_id = getattr(event, "step_id", None)
+        if not isinstance(step_id, str):
+            return
+        view = self.steps.get(step_id)
+        if view is not None:
+            _update_view(view, arrived, event)
+        else:
+            self.early.setdefault(step_id, []).append((arrived, event))
 
     def _planning_event(self, arrived: float, event: Event) -> None:
         if isinstance(event, PlanningStarted):
@@ -143,10 +154,11 @@ class _Board:
         """Add a step not seen before; say whether it was new."""
         if step.step_id in self.steps:
             return False
-        self.steps[step.step_id] = _StepView(
-            step.step_id, step.description, step.tool, tuple(step.depends_on), round_
-        )
+        view = _StepView(step.step_id, step.description, step.tool, tuple(step.depends_on), round_)
+        self.steps[step.step_id] = view
         self.rounds = max(self.rounds, round_)
+        for arrived, event in self.early.pop(step.step_id, ()):
+            _update_view(view, arrived, event)
         return True
 
 

@@ -16,8 +16,9 @@ alternating order:
 For each it reports the medians of the run's own wall time (``timing.wall_s`` of the report), that
 wall time over the critical path, and the moment the last step started (seconds since the run
 began: the display's cost shows first there), then the terminal's median wall time over the
-piped one. The target is a ratio within 1.03. The server is not the bottleneck: a listen backlog
-of 512, TCP_NODELAY, each reply written in one ``sendall``, a thread per connection.
+piped one. The target is a ratio within 1.03. First it prints what one ``Display.handle`` call
+costs the thread that emits the event, in process. The server is not the bottleneck: a listen
+backlog of 512, TCP_NODELAY, each reply written in one ``sendall``, a thread per connection.
 Prints; asserts nothing.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import io
 import json
 import os
 import pty
@@ -295,12 +297,48 @@ def report(results: dict[str, list[Measure]], steps: int, latency: float) -> str
     return "\n".join(lines)
 
 
+# -- the cost of one event, in process -------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    """Output that rich takes for a terminal (and that is thrown away)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def handle_cost(steps: int, events: int = 20000) -> dict[str, float]:
+    """Microseconds one ``Display.handle`` call takes on the emitting thread, while the live
+    display redraws (terminal) or writing a line to /dev/null (pipe)."""
+    from overseer.core.plan import Plan, Step
+    from overseer.events import PlanReady, StepStarted
+    from overseer.interfaces.display import Display
+
+    plan = Plan(steps=tuple(Step(step_id=f"s{i}", description="x", tool="t") for i in range(steps)))
+    costs = {}
+    with open(os.devnull, "w") as devnull:
+        for mode, stream, live in (("terminal", _Terminal(), True), ("pipe", devnull, False)):
+            display = Display(stream, live=live)
+            display.handle(PlanReady(0.0, plan))
+            started = time.perf_counter()
+            for i in range(events):
+                display.handle(StepStarted(0.0, f"s{i % steps}"))
+            costs[mode] = (time.perf_counter() - started) / events * 1e6
+            display.stop()
+    return costs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=5, help="runs of each mode (5)")
     parser.add_argument("--steps", type=int, default=50, help="independent steps (50)")
     parser.add_argument("--latency", type=float, default=0.3, help="seconds per step (0.3)")
     args = parser.parse_args(argv)
+    costs = handle_cost(args.steps)
+    print(
+        f"Display.handle per event, {args.steps}-step plan: {costs['terminal']:.1f} us on a "
+        f"terminal (live tree redrawing), {costs['pipe']:.1f} us on a pipe (one line written)"
+    )
     print(report(compare(args.repeat, args.steps, args.latency), args.steps, args.latency))
 
 

@@ -6,6 +6,7 @@ on one bus, which the display, the journal and library users all subscribe to.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -246,7 +247,11 @@ class _Run:
 
     def _synthesize(self, plan: Plan, outcome: RunOutcome) -> str:
         results = "\n\n".join(
-            f"[{s.step_id}] {s.description}\n{outcome.steps[s.step_id].output or ''}"
+            render(
+                "synthesize_result.md",
+                description=s.description,
+                output=outcome.steps[s.step_id].output or "",
+            ).strip()
             for s in plan.steps
         )
         cancel = CancelToken()
@@ -265,7 +270,7 @@ class _Run:
         reply = call_interruptibly(lambda: self.owner.chat.complete(request), cancel)
         self.extra_usage += reply.usage
         self.bus.emit(UsageRecorded(_since(self.t0), reply.usage, None, "answer", reply.model))
-        return reply.text.strip()
+        return without_step_labels(reply.text, plan)
 
     def _report(
         self,
@@ -335,6 +340,27 @@ def listing(plan: Plan, outcome: RunOutcome) -> str:
         if record is not None and record.status == "succeeded":
             parts.append(f"## {step.description}\n\n{(record.output or '').strip()}")
     return "\n\n".join(parts)
+
+
+_LABEL = re.compile(r"[ \t]*\[([^\]\s]{1,64})\][ \t]*")
+_STEP_ID = re.compile(r"step\d+")
+
+
+def without_step_labels(text: str, plan: Plan) -> str:
+    """A composed answer without the step labels (``[step4]``, ``[step2] Translate ...``) a
+    small model copies from the results it was shown: a line's leading label goes, and the line
+    too if nothing but a step's description is left of it."""
+    ids = {s.step_id for s in plan.steps}
+    descriptions = {s.description.strip() for s in plan.steps}
+    kept = []
+    for line in text.splitlines():
+        label = _LABEL.match(line)
+        if label and (label.group(1) in ids or _STEP_ID.fullmatch(label.group(1))):
+            line = line[label.end() :]
+            if not line.strip() or line.strip() in descriptions:
+                continue
+        kept.append(line)
+    return "\n".join(kept).strip()
 
 
 class _Background(Generic[T]):

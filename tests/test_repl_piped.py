@@ -53,7 +53,7 @@ def test_the_second_request_is_planned_with_the_first_as_context(
 ) -> None:
     result = chat(server, tmp_path, "write a joke about cats\nnow in German\n", "-q")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "THE ANSWER\nTHE ANSWER\n"
+    assert result.stdout == "THE ANSWER\n\nTHE ANSWER\n"
     first, second = plans_sent(server)
     assert "earlier_turns" not in first
     assert "Request: write a joke about cats\nAnswer: THE ANSWER" in second
@@ -147,3 +147,30 @@ def test_sigint_during_a_piped_run_stops_it_and_exits_130(tmp_path: Path) -> Non
     assert "HELD OUTPUT" not in out and "THE ANSWER" not in out
     assert "step1 cancelled" in err and "Traceback" not in err
     assert [role_of(b) for b in fake.requests] == ["plan", "step"]
+
+
+THREE = plan_json(
+    ("step1", "Write a joke", "content_generator", []),
+    ("step2", "Translate the joke to French", "translator", ["step1"]),
+    ("step3", "Translate the joke to Spanish", "translator", ["step1"]),
+)
+
+
+def test_answers_of_successive_turns_are_set_apart_and_carry_no_step_label(tmp_path: Path) -> None:
+    answers = iter(["ANSWER ONE", "ANSWER TWO"])
+
+    def respond(body: dict[str, Any]) -> FakeReply | str:
+        kind = role_of(body)
+        if kind == "plan":
+            return THREE
+        if kind == "answer":  # a small model copying the listing of results it was shown
+            return f"[step4]\n{next(answers)}\n[step2] Translate the joke to French\n[step4]"
+        return "did: " + user_text(body).splitlines()[0]
+
+    with FakeOpenAI(respond) as fake:
+        result = chat(fake, tmp_path, "write a joke\nand another\n", "-q")
+        composing = [user_text(b) for b in fake.requests if role_of(b) == "answer"]
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ANSWER ONE\n\nANSWER TWO\n"
+    assert len(composing) == 2 and all("[step" not in text for text in composing)
+    assert 'Result of "Translate the joke to Spanish":\ndid: Translate' in composing[0]

@@ -28,6 +28,7 @@ from overseer.interfaces.common import (
     say,
     settings_from_args,
 )
+from overseer.interfaces.safe_text import visible
 
 __all__ = ["main"]
 
@@ -88,7 +89,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     else:
         from overseer.core.graph import render_graph
 
-        sys.stdout.write(render_graph(result.plan, args.format))
+        sys.stdout.write(visible(render_graph(result.plan, args.format)))
     for warning in result.warnings:
         say(f"warning: {warning}")
     return 0

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from overseer.errors import UsageError
+from overseer.interfaces.safe_text import json_safe, visible
 
 __all__ = [
     "Parser",
@@ -105,11 +106,13 @@ def _warn_about_journal(event: Any) -> None:
 
 
 def print_report(args: argparse.Namespace, report: Any, *, resumable: bool = False) -> int:
-    """Print a finished run as the one-shot command does; returns its exit code."""
+    """Print a finished run as the one-shot command does; returns its exit code. The answer
+    (or, with ``--no-synthesize``, the step outputs) is the model's text: its control
+    characters are shown, never sent to the terminal raw."""
     if args.json:
         print_json(report.to_json())
     else:
-        print(report.answer)
+        print(visible(report.answer))
         for warning in report.warnings:  # in --json they are the "warnings" field
             say(f"warning: {warning}")
     if report.outcome.reason and not report.outcome.ok:
@@ -120,10 +123,12 @@ def print_report(args: argparse.Namespace, report: Any, *, resumable: bool = Fal
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    """``data`` as JSON on stdout; no control character in it reaches the terminal raw."""
+    sys.stdout.write(json_safe(json.dumps(data, ensure_ascii=False, indent=2)) + "\n")
     sys.stdout.flush()
 
 
 def say(message: str) -> None:
-    sys.stderr.write(f"overseer: {message}\n")
+    """One line on stderr; messages often quote a model or a server, so shown safely."""
+    sys.stderr.write(f"overseer: {visible(message)}\n")
     sys.stderr.flush()

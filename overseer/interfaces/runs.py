@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from overseer.errors import OverseerError, UsageError
 from overseer.interfaces.common import print_json, say
+from overseer.interfaces.safe_text import visible
 
 if TYPE_CHECKING:
     from overseer.config import Settings
@@ -139,7 +140,7 @@ def _show(journal: Journal, args: argparse.Namespace) -> int:
         raise OverseerError(f"run {stored.run_id!r} has no plan: it stopped while planning")
     else:
         statuses = {i: r.status for i, r in stored.records.items()}
-        sys.stdout.write(render_graph(stored.plan, fmt, statuses))
+        sys.stdout.write(visible(render_graph(stored.plan, fmt, statuses)))
     return 0
 
 
@@ -239,7 +240,7 @@ def _already_succeeded(args: argparse.Namespace, stored: StoredRun) -> int:
     if args.json:
         print_json(stored.to_json())
     else:
-        print(stored.answer)
+        print(visible(stored.answer))
     return 0
 
 
@@ -253,7 +254,8 @@ def _journal() -> Journal:
 
 
 def format_runs(summaries: list[RunSummary]) -> str:
-    """The ``overseer runs`` table: id, when, status, steps done/total, the request shortened."""
+    """The ``overseer runs`` table: id, when, status, steps done/total, the request shortened
+    (control characters shown as escapes)."""
     rows = [("ID", "WHEN", "STATUS", "STEPS", "REQUEST")]
     rows += [
         (
@@ -266,7 +268,7 @@ def format_runs(summaries: list[RunSummary]) -> str:
         for s in summaries
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "".join(_table_row(row, widths) for row in rows)
+    return visible("".join(_table_row(row, widths) for row in rows))
 
 
 def _table_row(row: tuple[str, ...], widths: list[int]) -> str:
@@ -275,11 +277,12 @@ def _table_row(row: tuple[str, ...], widths: list[int]) -> str:
 
 
 def format_run(stored: StoredRun) -> str:
-    """``overseer runs show ID``: the run, its plan, each step with the head of its output."""
+    """``overseer runs show ID``: the run, its plan, each step with the head of its output.
+    Most of it is the model's text, so control characters are shown as escapes."""
     parts = [_run_header(stored), _plan_lines(stored), _step_lines(stored)]
     if stored.answer:
         parts.append("answer\n" + _indent(stored.answer.rstrip(), "  "))
-    return "\n\n".join(p for p in parts if p) + "\n"
+    return visible("\n\n".join(p for p in parts if p) + "\n")
 
 
 def _run_header(stored: StoredRun) -> str:

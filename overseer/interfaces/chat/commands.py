@@ -32,6 +32,7 @@ from overseer.events import Event, JournalProblem
 from overseer.interfaces.chat.conversation import Turn
 from overseer.interfaces.chat.session import ChatSession, unfinished_steps
 from overseer.interfaces.runs import format_run, format_runs
+from overseer.interfaces.safe_text import json_safe, visible
 
 __all__ = [
     "COMMANDS",
@@ -65,24 +66,34 @@ KEYS_HELP = (
 
 @dataclass
 class Output:
-    """Where results (``out``) and everything else (``err``) go; ``json`` for ``--json``."""
+    """Where results (``out``) and everything else (``err``) go; ``json`` for ``--json``.
+    Text goes through ``safe_text``: much of it is the model's, and must not drive a terminal."""
 
     out: IO[str]
     err: IO[str]
     json: bool = False
     indent: int | None = 2
+    answers: int = 0  # answers shown so far
+
+    def answer(self, text: str) -> None:
+        """A turn's answer; a blank line sets it apart from the answer before it, so that piped
+        output shows where each turn's answer begins."""
+        if self.answers:
+            self.out.write("\n")
+        self.answers += 1
+        self.show(text)
 
     def show(self, text: str) -> None:
-        self._write(self.out, text)
+        self._write(self.out, visible(text))
 
     def data(self, value: Any) -> None:
-        self._write(self.out, json.dumps(value, ensure_ascii=False, indent=self.indent))
+        self._write(self.out, json_safe(json.dumps(value, ensure_ascii=False, indent=self.indent)))
 
     def note(self, text: str) -> None:
-        self._write(self.err, text)
+        self._write(self.err, visible(text))
 
     def problem(self, text: str) -> None:
-        self._write(self.err, f"overseer: {text}")
+        self._write(self.err, f"overseer: {visible(text)}")
 
     @staticmethod
     def _write(stream: IO[str], text: str) -> None:
@@ -150,7 +161,7 @@ class Commands:
         if self.output.json and turn.report is not None:
             self.output.data(turn.report.to_json())
         elif turn.status != "cancelled" and turn.answer:
-            self.output.show(turn.answer)
+            self.output.answer(turn.answer)
         if turn.status == "cancelled":
             self.output.note(_cancelled_note(turn))
         elif turn.error:

@@ -28,6 +28,7 @@ from overseer.interfaces.common import (
     say,
     settings_from_args,
 )
+from overseer.interfaces.signals import handling_signals, received
 
 __all__ = ["main"]
 
@@ -164,12 +165,22 @@ def _dispatch(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``overseer`` command; returns the exit code."""
+    """Entry point of the ``overseer`` command; returns the exit code.
+
+    SIGTERM and SIGHUP are handled as Ctrl-C is (see ``signals``): the run is cancelled and
+    recorded as interrupted, and the exit code is 143 or 129 instead of 130."""
     args = list(sys.argv[1:] if argv is None else argv)
+    with handling_signals():
+        code = _main(args)
+        signum = received()
+    return 128 + signum if signum is not None and code == EXIT_INTERRUPTED else code
+
+
+def _main(args: list[str]) -> int:
     try:
         return _dispatch(args)
-    except KeyboardInterrupt:
-        say("interrupted")
+    except KeyboardInterrupt as exc:
+        say(str(exc) or "interrupted")
         return EXIT_INTERRUPTED
     except PermanentBackendError as exc:
         say(f"error: {exc}")

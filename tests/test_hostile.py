@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -17,8 +18,11 @@ from hypothesis import strategies as st
 
 from overseer.backends.chat import ChatRequest
 from overseer.config import PlannerSettings
-from overseer.core.plan import Plan, parse_plan
+from overseer.core.executor import Executor
+from overseer.core.plan import Plan, Step, parse_plan
+from overseer.core.toolbase import CallContext, ToolResult
 from overseer.errors import EXIT_NO_PLAN, PlanError, PlanValidationError
+from overseer.events import EventBus
 from overseer.planning.jsontext import MAX_TEXT_CHARS, QUOTE_BACK_CHARS
 from overseer.planning.planner import Planner
 from tests.fakes import ScriptedChat, plan_json, reply
@@ -155,3 +159,19 @@ def test_a_short_bad_reply_is_quoted_back_whole() -> None:
     chat = ScriptedChat(reply("no plan, sorry"), GOOD)
     planner(chat, repairs=1).plan("a request")
     assert chat.requests[1].messages[-2]["content"] == "no plan, sorry"
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e10, 1e308])
+def test_the_executor_takes_a_huge_step_timeout(timeout: float) -> None:
+    """``queue.get(timeout=1e10)`` raised OverflowError; a huge timeout now waits unbounded."""
+    seen: list[float | None] = []
+
+    def runner(step: Step, inputs: Mapping[str, str], ctx: CallContext) -> ToolResult:
+        seen.append(ctx.remaining())
+        return ToolResult("ok")
+
+    plan = parse_plan([{"step_id": "a", "description": "A", "tool": "general"}])
+    outcome = Executor(runner, bus=EventBus(), step_timeout=timeout).run(plan)
+    assert outcome.ok, outcome.reason
+    [left] = seen
+    assert left is not None and left > 1e9

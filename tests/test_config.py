@@ -3,6 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from overseer.config import Settings, find_config_file, load_settings
 from overseer.config.settings import NO_TIMEOUT_ABOVE
@@ -284,3 +286,36 @@ def test_a_long_but_finite_step_timeout_is_kept() -> None:
 def test_nan_as_a_timeout_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"run\.step_timeout: Input should be greater than 0"):
         load_settings(write(tmp_path, "run:\n  step_timeout: .nan\n"))
+
+
+_YAML_BITS = st.sampled_from(
+    [
+        *("run:", "\n  ", "max_workers: ", "&a ", "*a", "[", "]", "{", "}", ", ", "- ", ": "),
+        *("\n", "step_timeout: ", ".inf", ".nan", "1e308", "'", '"', "!!str ", "<<: *a", "#"),
+        "tools:",
+    ]
+)
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(text=st.lists(_YAML_BITS | st.text(max_size=5), max_size=60).map("".join))
+def test_any_config_text_gives_settings_or_one_config_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "any.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_settings(path)
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc) and len(str(exc)) < 400
+
+
+def test_a_control_character_is_invalid_yaml_not_a_traceback(tmp_path: Path) -> None:
+    """Found by the property test: the YAML reader refuses it while being made."""
+    path = write(tmp_path, "\x1f")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == f"config file {str(path)!r} is not valid YAML"

@@ -272,19 +272,24 @@ def _read_text(path: Path) -> str:
 
 def _parse_yaml(text: str, where: str) -> Any:
     """The document of ``text``, refused before it is built when its aliases expand too far."""
-    loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is not None:
-            _check_expansion(node, where)
-            return loader.construct_document(node)
-        return None
+        return _compose_and_build(text, where)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"config file {where!r} is not valid YAML{line}") from None
     except RecursionError:
         raise ConfigError(f"config file {where!r} is nested too deeply to read") from None
+
+
+def _compose_and_build(text: str, where: str) -> Any:
+    loader = yaml.SafeLoader(text)  # it reads the start already: a control character fails here
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, where)
+        return loader.construct_document(node)
     finally:
         loader.dispose()
 

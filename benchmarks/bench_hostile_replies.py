@@ -9,13 +9,18 @@
 2. the whole of planning on one reply (``Planner.plan`` with a scripted chat, no re-ask), the same
    code path the command takes, which adds validation to the extraction.
 3. loading settings from a 367-byte YAML alias bomb (it grew to 2 GB in 38 s before).
+4. the whole command, ``overseer plan x`` in a subprocess against a fake server on 127.0.0.1 whose
+   every plan reply is ``"{" * 100000`` (no output for 90 s before), to its exit code 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +30,8 @@ from overseer.config import PlannerSettings, load_settings
 from overseer.errors import ConfigError, PlanError
 from overseer.planning.jsontext import extract_json
 from overseer.planning.planner import Planner
+from tests.clihelp import responder
+from tests.fake_openai import FakeOpenAI
 from tests.fakes import ScriptedChat, reply
 from tests.test_config import BOMB
 
@@ -77,6 +84,27 @@ def alias_bomb(repeat: int) -> None:
     print(f"\nalias bomb ({len(BOMB.encode())} bytes): refused in {statistics.median(times):.4f}s")
 
 
+def command(repeat: int) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OVERSEER_C"))}
+    times, codes = [], set()
+    with FakeOpenAI(responder(["{" * 100_000] * 3 * repeat)) as fake:
+        for _ in range(repeat):
+            started = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-m", "overseer", "plan", "x", "--base-url", fake.url, "-q"],
+                capture_output=True,
+                env=env,
+                timeout=600,
+                check=False,
+            )
+            times.append(time.perf_counter() - started)
+            codes.add(done.returncode)
+    print(
+        f"\noverseer plan, 3 replies of 100,000 '{{': exit {sorted(codes)} in "
+        f"{statistics.median(times):.2f}s (median of {repeat}, with the interpreter's start)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=3)
@@ -84,6 +112,7 @@ def main() -> None:
     table("1. extract_json", args.repeat, extract_json)
     table("2. planning one reply", args.repeat, planning)
     alias_bomb(args.repeat)
+    command(args.repeat)
 
 
 if __name__ == "__main__":

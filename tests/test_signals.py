@@ -255,3 +255,18 @@ def test_outside_the_main_thread_nothing_is_installed() -> None:
     thread.start()
     thread.join(WAIT)
     assert seen == [signal.getsignal(signal.SIGTERM)]
+
+
+def test_a_hangup_with_the_output_gone_still_exits_129(
+    held_gamma: tuple[Held, FakeOpenAI], tmp_path: Path
+) -> None:
+    """After SIGHUP the terminal may be gone; writing the --json object then fails."""
+    held, fake = held_gamma
+    proc = start(command("four parts", *flags(fake, "--json")), tmp_path)
+    assert proc.stdout is not None
+    proc.stdout.close()  # writes to stdout now fail with a broken pipe
+    _, err = signal_when(proc, held, signal.SIGHUP)
+    assert proc.returncode == EXIT_HANGUP, err
+    assert "Traceback" not in err
+    [summary] = Journal().list_runs()
+    assert Journal().load(summary.run_id).status == "cancelled"

@@ -407,8 +407,8 @@ def _run_interruptibly(
     try:
         job.start("overseer-run")
         wait_interruptibly(job.done)
-    except KeyboardInterrupt:
-        executor.cancel("interrupted by the user")
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (``Terminated`` says which)
+        executor.cancel(_interrupt_reason(exc))
         job.run_here()  # does nothing unless the helper never began
         job.done.wait()
     return job.result()
@@ -457,8 +457,12 @@ def new_run_id() -> str:
 def _abort_status(exc: BaseException) -> tuple[str, str]:
     """The status and reason of a run that raised instead of finishing."""
     if isinstance(exc, KeyboardInterrupt):
-        return "cancelled", "interrupted by the user"
+        return "cancelled", _interrupt_reason(exc)
     return "failed", str(exc) or type(exc).__name__
+
+
+def _interrupt_reason(exc: KeyboardInterrupt) -> str:
+    return str(exc) or "interrupted by the user"
 
 
 def _since(t0: float) -> float:

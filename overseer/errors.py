@@ -4,16 +4,22 @@
 - the model (no valid plan): ``PlanError`` -> exit 3
 - the outside world (network, server): ``BackendError`` (transient or permanent)
 - a run that did not succeed: ``RunFailed`` -> exit 1
+- the process was told to stop: ``KeyboardInterrupt`` (Ctrl-C) -> 130, ``Terminated`` (SIGTERM,
+  SIGHUP) -> 143, 129; each is handled as Ctrl-C is, so the run is recorded as interrupted
 """
 
 from __future__ import annotations
 
+import signal
+
 __all__ = [
     "EXIT_CONFIG",
+    "EXIT_HANGUP",
     "EXIT_INTERRUPTED",
     "EXIT_NO_PLAN",
     "EXIT_OK",
     "EXIT_RUN_FAILED",
+    "EXIT_TERMINATED",
     "BackendError",
     "BudgetExceeded",
     "Cancelled",
@@ -23,6 +29,7 @@ __all__ = [
     "PlanError",
     "PlanValidationError",
     "StepTimeout",
+    "Terminated",
     "ToolError",
     "TransientBackendError",
     "UnknownToolError",
@@ -34,6 +41,8 @@ EXIT_RUN_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_NO_PLAN = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
+EXIT_HANGUP = 128 + signal.SIGHUP  # 129
 
 
 class OverseerError(Exception):
@@ -123,3 +132,16 @@ class Cancelled(ToolError):
 
 class BudgetExceeded(OverseerError):
     """The run used its token budget (``--max-tokens``)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: a ``KeyboardInterrupt``, so that every place that stops a run
+    cleanly on Ctrl-C does so for these too; ``str()`` is the reason the run records."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"{_SIGNAL_WORDS.get(signum, 'stopped')} ({signal.Signals(signum).name})")
+
+
+_SIGNAL_WORDS: dict[int, str] = {signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}

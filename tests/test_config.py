@@ -3,8 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from overseer.config import Settings, find_config_file, load_settings
+from overseer.config.settings import NO_TIMEOUT_ABOVE
 from overseer.errors import ConfigError
 
 
@@ -146,3 +149,173 @@ def test_every_setting_of_the_default_config_is_commented(repo_root: Path) -> No
         stripped = line.strip()
         if ":" in stripped and not stripped.startswith("#") and not stripped.endswith(":"):
             assert "#" in line or lines[index - 1].strip().startswith("#"), line
+
+
+# -- hostile or careless configs (issue 11) --------------------------------------------------------
+
+BOMB = (
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+    "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+    "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+    "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
+    "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+    "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n"
+    "h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n"
+    "i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n"
+    "run: {max_workers: *i}\n"
+)
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    path = write(tmp_path, BOMB)
+    assert len(BOMB.encode()) < 400
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == (
+        f"config file {str(path)!r} expands to more than 100,000 values "
+        "through its YAML aliases (&anchor / *alias)"
+    )
+
+
+def test_a_yaml_alias_bomb_in_the_current_directory_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, BOMB, "config.yaml")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="expands to more than"):
+        load_settings()
+
+
+def test_a_few_aliases_are_still_fine(tmp_path: Path) -> None:
+    text = "backend:\n  model: &m small\n  planner_model: *m\n"
+    assert load_settings(write(tmp_path, text)).backend.planner_model == "small"
+
+
+def test_an_alias_inside_itself_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="refers to itself"):
+        load_settings(write(tmp_path, "run: &r {max_workers: 2, other: *r}\n"))
+
+
+def test_deeply_nested_yaml_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nested too deeply|expands|not valid YAML"):
+        load_settings(write(tmp_path, "run: " + "[" * 50_000 + "]" * 50_000 + "\n"))
+
+
+def test_a_huge_config_file_is_refused_by_its_size(tmp_path: Path) -> None:
+    path = write(tmp_path, "# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match="larger than 1,000,000 bytes"):
+        load_settings(path)
+
+
+def test_a_bad_value_is_quoted_short(tmp_path: Path) -> None:
+    path = write(tmp_path, "run:\n  max_workers: [" + ", ".join(["1"] * 5000) + "]\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "run.max_workers" in str(info.value) and len(str(info.value)) < 300
+
+
+def test_a_config_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("backend:\n  model: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == (
+        f"config file {str(path)!r} is not UTF-8 text (byte b'\\xe9' at offset 21)"
+    )
+
+
+def test_a_directory_as_config_says_it_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path)
+    assert str(info.value) == (
+        f"config file {str(tmp_path)!r} (from --config) is a directory, not a file"
+    )
+
+
+def test_dev_null_as_config_says_it_is_a_device() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings("/dev/null")
+    assert str(info.value) == "config file '/dev/null' (from --config) is a device, not a file"
+
+
+def test_the_environment_variable_is_named_for_a_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OVERSEER_CONFIG", str(tmp_path))
+    with pytest.raises(ConfigError, match="from OVERSEER_CONFIG\\) is a directory"):
+        find_config_file()
+
+
+def test_a_bad_override_is_blamed_on_its_flag() -> None:
+    flags = {"run.max_workers": "--max-workers"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {"run.max_workers": 100_000}, flags=flags)
+    assert str(info.value) == (
+        "--max-workers: Input should be less than or equal to 256 (got 100000)"
+    )
+
+
+def test_an_override_without_a_flag_name_is_blamed_on_the_override() -> None:
+    with pytest.raises(ConfigError, match=r"^the override run\.max_workers: "):
+        load_settings().with_overrides(**{"run.max_workers": 0})
+
+
+def test_a_bad_file_value_is_still_blamed_on_the_file_with_flags_given(tmp_path: Path) -> None:
+    path = write(tmp_path, "run:\n  max_workers: 0\n")
+    with pytest.raises(ConfigError, match=f"configuration {str(path)!r}: run.max_workers"):
+        load_settings(path, {"run.step_timeout": 5.0}, flags={"run.step_timeout": "--x"})
+
+
+@pytest.mark.parametrize("value", [float("inf"), 1e10, 1e308, NO_TIMEOUT_ABOVE])
+def test_a_huge_step_timeout_means_no_timeout(value: float) -> None:
+    assert load_settings(None, {"run.step_timeout": value}).run.step_timeout is None
+
+
+def test_inf_in_the_config_means_no_timeout(tmp_path: Path) -> None:
+    text = "run:\n  step_timeout: .inf\ntools:\n  - name: general\n    timeout: .inf\n"
+    settings = load_settings(write(tmp_path, text))
+    assert settings.run.step_timeout is None
+    assert next(t for t in settings.tools if t.name == "general").timeout is None
+
+
+def test_a_long_but_finite_step_timeout_is_kept() -> None:
+    assert load_settings(None, {"run.step_timeout": 86_400.0}).run.step_timeout == 86_400.0
+
+
+def test_nan_as_a_timeout_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"run\.step_timeout: Input should be greater than 0"):
+        load_settings(write(tmp_path, "run:\n  step_timeout: .nan\n"))
+
+
+_YAML_BITS = st.sampled_from(
+    [
+        *("run:", "\n  ", "max_workers: ", "&a ", "*a", "[", "]", "{", "}", ", ", "- ", ": "),
+        *("\n", "step_timeout: ", ".inf", ".nan", "1e308", "'", '"', "!!str ", "<<: *a", "#"),
+        "tools:",
+    ]
+)
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(text=st.lists(_YAML_BITS | st.text(max_size=5), max_size=60).map("".join))
+def test_any_config_text_gives_settings_or_one_config_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "any.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_settings(path)
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc) and len(str(exc)) < 400
+
+
+def test_a_control_character_is_invalid_yaml_not_a_traceback(tmp_path: Path) -> None:
+    """Found by the property test: the YAML reader refuses it while being made."""
+    path = write(tmp_path, "\x1f")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == f"config file {str(path)!r} is not valid YAML"

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from overseer.planning.jsontext import extract_json
+from overseer.planning.jsontext import (
+    MAX_DEPTH,
+    MAX_TEXT_CHARS,
+    QUOTE_BACK_CHARS,
+    clip,
+    extract_json,
+)
 
 PLAN = {"steps": [{"step_id": "step1", "description": "Write a joke", "depends_on": []}]}
 PLAN_TEXT = json.dumps(PLAN, indent=2)
@@ -202,3 +208,112 @@ def test_a_fenced_container_is_found(
 def test_never_crashes_with_anything_but_value_error(text: str) -> None:
     with contextlib.suppress(ValueError):
         extract_json(text)
+
+
+# -- hostile replies (issue 11): bounded time and memory, a clear error ----------------------------
+
+
+def test_many_unclosed_brackets_end_in_one_clear_error() -> None:
+    with pytest.raises(ValueError) as caught:
+        extract_json("{" * 100_000)  # quadratic before: 20 KB took a minute
+    assert str(caught.value) == f"the reply's JSON is nested more than {MAX_DEPTH} levels deep"
+
+
+def test_a_long_run_of_unclosed_prose_brackets_is_refused_by_its_nesting() -> None:
+    with pytest.raises(ValueError, match="nested more than"):
+        extract_json("{a " * 50_000)
+
+
+def test_shallow_unclosed_prose_brackets_are_no_json() -> None:
+    with pytest.raises(ValueError, match="no JSON value could be found"):
+        extract_json("{a} " * 50_000)
+
+
+def test_deeply_nested_json_is_refused_without_recursion_error() -> None:
+    text = '{"steps": ' + "[" * 200_000 + "]" * 200_000 + "}"
+    with pytest.raises(ValueError, match="nested more than"):
+        extract_json(text)  # a RecursionError traceback before
+
+
+def test_a_deep_value_in_prose_is_refused_and_no_part_of_it_used() -> None:
+    with pytest.raises(ValueError, match="nested more than"):
+        extract_json("Here: " + "[" * 5_000 + "]" * 5_000 + " done")
+
+
+def test_a_deep_value_hidden_from_the_whole_text_is_skipped() -> None:
+    """A quote in the prose makes the whole text look shallow; the deep span is still skipped."""
+    deep = "[" * 300 + "]" * 300
+    assert extract_json(f'say "{deep} and {{"a": 1}}') == {"a": 1}
+    with pytest.raises(ValueError, match="nested more than"):
+        extract_json(f'say "x" {deep}" ok')
+
+
+def test_nesting_at_the_limit_is_accepted_and_one_over_is_not() -> None:
+    assert _depth(extract_json("[" * MAX_DEPTH + "]" * MAX_DEPTH)) == MAX_DEPTH
+    over = '{"a": ' + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "}"
+    with pytest.raises(ValueError, match="nested more than"):
+        extract_json(over)
+
+
+def test_brackets_inside_strings_do_not_count_towards_depth() -> None:
+    text = json.dumps({"text": "[" * 1000})
+    assert extract_json(text) == {"text": "[" * 1000}
+
+
+def test_a_reply_over_the_size_limit_is_refused_by_its_size() -> None:
+    with pytest.raises(ValueError) as caught:
+        extract_json(" " * (MAX_TEXT_CHARS + 1))
+    assert str(caught.value) == (
+        f"the reply is too long to read ({MAX_TEXT_CHARS + 1:,} characters; "
+        f"the limit is {MAX_TEXT_CHARS:,})"
+    )
+
+
+def test_a_reply_at_the_size_limit_is_read() -> None:
+    padding = MAX_TEXT_CHARS - len('{"a": ""}')
+    assert extract_json('{"a": "' + "x" * padding + '"}') == {"a": "x" * padding}
+
+
+def test_a_fence_followed_by_a_long_word_is_read_at_once() -> None:
+    with pytest.raises(ValueError, match="no JSON value"):
+        extract_json("```" + "a" * 100_000)  # the old pattern backtracked: 23 s for 2,000
+
+
+def test_nested_spans_are_cut_out_only_when_tried() -> None:
+    """200,000 nested spans of 400 KB each would be 80 GB if each were cut out up front."""
+    text = "x" + "[" * 200_000 + "," + "]" * 200_000
+    with pytest.raises(ValueError):
+        extract_json(text)
+
+
+def test_a_span_nested_in_a_broken_one_is_still_found() -> None:
+    assert extract_json('{"a": 1, {"b": 2}') == {"b": 2}
+
+
+def test_a_stray_quote_in_the_prose_does_not_hide_the_value() -> None:
+    assert extract_json('a 5" screen, and then {"a": 1}') == {"a": 1}
+
+
+def test_an_unclosed_string_inside_brackets_ends_the_scan() -> None:
+    with pytest.raises(ValueError, match="no JSON value"):
+        extract_json('{"a": "never closed } ]')
+
+
+def test_many_broken_spans_are_tried_only_up_to_a_cap() -> None:
+    text = "[,]" * 10_000 + ' {"late": true}'
+    with pytest.raises(ValueError, match="no JSON value"):
+        extract_json(text)  # beyond the spans tried: a bounded search, not a miss by accident
+
+
+def test_clip_keeps_short_text_and_says_what_it_cut() -> None:
+    assert clip("short", 10) == "short"
+    assert clip("x" * 25, 10) == "x" * 10 + "\n[… 15 more characters not shown]"
+    assert len(clip("y" * 5_000_000)) < QUOTE_BACK_CHARS + 100
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0

@@ -4,7 +4,14 @@ from typing import Any
 
 import pytest
 
-from overseer.core.plan import Plan, group_warnings, parse_plan, plan_json_schema
+from overseer.core.plan import (
+    MAX_PROBLEMS,
+    Plan,
+    group_warnings,
+    parse_plan,
+    plan_json_schema,
+    shown,
+)
 from overseer.errors import PlanValidationError
 
 TOOLS = ["content_generator", "translator", "summarizer"]
@@ -149,3 +156,79 @@ def test_schema_constrains_tool_names() -> None:
 
 def test_plan_is_a_plain_pydantic_model() -> None:
     assert Plan.model_validate({"steps": [step("a")]}).ids == ["a"]
+
+
+# -- hostile or careless plans (issue 11) ----------------------------------------------------------
+
+
+def test_a_numeric_step_id_is_named_not_blamed_on_an_empty_plan() -> None:
+    [problem] = problems_of([step(1)])  # type: ignore[arg-type]
+    assert problem == "step #1 is malformed: step_id: must be a string such as 'step1', got 1"
+
+
+def test_numbers_in_depends_on_are_refused_as_step_ids_are() -> None:
+    [problem] = problems_of([step("step1"), step("step2", deps=[1])])  # type: ignore[list-item]
+    assert problem == (
+        "step #2 is malformed: depends_on: must list step ids as strings such as 'step1', got 1"
+    )
+
+
+@pytest.mark.parametrize("dep", [True, None, {"id": "a"}, ["a"], 1.5])
+def test_no_value_is_turned_into_a_step_id_silently(dep: Any) -> None:
+    [problem] = problems_of([step("a"), step("b", deps=[dep])])
+    assert problem.startswith("step #2 is malformed: depends_on: must list step ids as strings")
+
+
+def test_a_single_dependency_as_text_is_still_accepted() -> None:
+    plan = parse_plan([step("a"), {**step("b"), "depends_on": " a "}], TOOLS)
+    assert plan.step("b").depends_on == ("a",)
+
+
+@pytest.mark.parametrize("description", ["", " ", "\n\t  \n"])
+def test_a_blank_description_is_an_invalid_plan(description: str) -> None:
+    [problem] = problems_of([{**step("a"), "description": description}])
+    assert problem.startswith("step #1 is malformed: description:")
+
+
+def test_a_whitespace_description_says_what_is_wrong() -> None:
+    [problem] = problems_of([{**step("a"), "description": "   "}])
+    assert problem == "step #1 is malformed: description: must not be blank: say what the step does"
+
+
+def test_when_every_step_is_malformed_there_is_no_no_steps_problem() -> None:
+    problems = problems_of([{"step_id": 1}, {"step_id": 2}])
+    assert all(p.startswith("step #") for p in problems) and len(problems) == 2
+
+
+def test_a_huge_plan_is_refused_before_its_steps_are_validated() -> None:
+    raw = [{"step_id": i} for i in range(100_000)]  # every one malformed
+    assert problems_of({"steps": raw}, max_steps=20) == [
+        "the plan has 100000 steps, more than the limit of 20"
+    ]
+
+
+def test_problems_are_capped_so_the_repair_request_stays_small() -> None:
+    raw = [{"step_id": f"s{i}", "tool": "nope"} for i in range(50)]
+    problems = problems_of({"steps": raw}, max_steps=50)
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert problems[-1] == "and 30 more problems"
+
+
+def test_long_hostile_values_are_quoted_short() -> None:
+    [problem] = problems_of([step("a", tool="x" * 10_000)])
+    assert len(problem) < 200 and "'xxxx" in problem and "…" in problem
+    [problem] = problems_of([step("a", deps=["y" * 10_000])])
+    assert problem.startswith("step 'a' depends on unknown step 'yyy") and len(problem) < 120
+
+
+def test_shown_keeps_short_values_whole() -> None:
+    assert shown("step1") == "'step1'"
+    assert shown(1) == "1"
+    assert shown("z" * 100).endswith("…") and len(shown("z" * 100)) == 61
+
+
+def test_group_warnings_stay_fast_on_a_long_chain() -> None:
+    n = 1000
+    raw = [step(f"s{i}", deps=[f"s{i - 1}"] if i else [], parallel_group=1) for i in range(n)]
+    plan = parse_plan(raw, TOOLS, max_steps=n)
+    assert len(group_warnings(plan)) == n * (n - 1) // 2

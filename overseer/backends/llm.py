@@ -726,6 +726,8 @@ def _parse_body(text: str) -> dict[str, Any]:
         body = json.loads(text)
     except ValueError:
         raise _MalformedReply(f"a body that is not JSON: {_preview(text)!r}") from None
+    except RecursionError:  # a hostile server: 200,000 nested brackets ended in a traceback
+        raise _MalformedReply(f"a body nested too deeply to read: {_preview(text)!r}") from None
     if not isinstance(body, dict):
         raise _MalformedReply(f"JSON that is not a completion object: {_preview(text)!r}")
     return body

@@ -8,13 +8,23 @@ stored here: ``llm.py`` reads it from the environment variable the settings name
 
 from __future__ import annotations
 
+import math
 import os
+import reprlib
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from overseer.config.nodes import NodeSettings
 from overseer.config.resources import default_config_path
@@ -34,6 +44,23 @@ __all__ = [
 ]
 
 OnError = Literal["fail-fast", "continue"]
+
+MAX_CONFIG_BYTES = 1_000_000
+"""The largest config file read; the shipped one is a few kilobytes."""
+
+MAX_CONFIG_NODES = 100_000
+"""Values a config may hold once its YAML aliases are expanded: a 367-byte alias bomb grows to
+nine to the ninth, which took 2 GB in 38 s to turn into an error message."""
+
+NO_TIMEOUT_ABOVE = 1e9
+"""Seconds (31 years) from which a timeout means none: ``inf`` or ``1e308`` overflow the clock."""
+
+
+def _no_timeout_if_huge(value: Any) -> Any:
+    """``inf`` and absurdly long timeouts become ``None`` (no timeout); ``nan`` stays, and fails."""
+    if isinstance(value, int | float) and not math.isnan(value) and value >= NO_TIMEOUT_ABOVE:
+        return None
+    return value
 
 
 class _Frozen(BaseModel):
@@ -80,6 +107,8 @@ class RunSettings(_Frozen):
     step_max_tokens: int | None = Field(None, ge=16)
     answer_max_tokens: int | None = Field(None, ge=16)
 
+    _huge_timeout = field_validator("step_timeout", mode="before")(_no_timeout_if_huge)
+
 
 class ToolSpec(_Frozen):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -94,6 +123,8 @@ class ToolSpec(_Frozen):
     max_concurrency: int | None = Field(None, ge=1)
     timeout: float | None = Field(None, gt=0)
     enabled: bool = True
+
+    _huge_timeout = field_validator("timeout", mode="before")(_no_timeout_if_huge)
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ToolSpec:
@@ -134,11 +165,19 @@ class Settings(_Frozen):
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Dotted keys (``"run.max_workers"``); ``None`` means not given and changes nothing."""
-        data = self.model_dump()
-        for dotted, value in overrides.items():
-            if value is not None:
-                _set_dotted(data, dotted, value)
-        return _validate(data, self.source)
+        return _overridden(self, overrides, {})
+
+
+def _overridden(
+    settings: Settings, overrides: Mapping[str, Any], flags: Mapping[str, str]
+) -> Settings:
+    """``settings`` with ``overrides``; a bad value is blamed on its flag (``flags`` names them)."""
+    data = settings.model_dump()
+    given = {dotted: value for dotted, value in overrides.items() if value is not None}
+    for dotted, value in given.items():
+        _set_dotted(data, dotted, value)
+    blame = {dotted: flags.get(dotted, f"the override {dotted}") for dotted in given}
+    return _validate(data, settings.source, blame)
 
 
 def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -153,17 +192,41 @@ def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | N
 
 
 def _must_exist(path: Path, origin: str) -> Path:
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} (from {origin}) does not exist")
+    """``path`` if it is a file to read; else an error saying what it is instead."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} (from {origin}) does not exist") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} (from {origin}) cannot be read: {exc.strerror}"
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"config file {str(path)!r} (from {origin}) is {_kind(mode)}, not a file")
     return path
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a pipe"
+    return "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
 
 
 def load_settings(
     config: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    flags: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Defaults, then the user's file, then the environment, then ``overrides``."""
+    """Defaults, then the user's file, then the environment, then ``overrides``.
+
+    ``flags`` names the flag each override came from (``{"run.max_workers": "--max-workers"}``),
+    so that a bad value is blamed on the flag, not on a file that never held it."""
     env = os.environ if environ is None else environ
     data = _read_yaml(default_config_path())
     path = find_config_file(config)
@@ -174,25 +237,93 @@ def load_settings(
     if env.get("OPENAI_BASE_URL") and not data.get("backend", {}).get("base_url"):
         data.setdefault("backend", {})["base_url"] = env["OPENAI_BASE_URL"]
     settings = _validate(data, source)
-    return settings.with_overrides(**dict(overrides or {}))
+    return _overridden(settings, overrides or {}, flags or {})
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML{line}") from None
+    data = _parse_yaml(_read_text(path), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings")
     return data
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, at most ``MAX_CONFIG_BYTES`` of it."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {str(path)!r} is larger than {MAX_CONFIG_BYTES:,} bytes; "
+            "is it the right file?"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text "
+            f"(byte {raw[exc.start : exc.start + 1]!r} at offset {exc.start})"
+        ) from None
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """The document of ``text``, refused before it is built when its aliases expand too far."""
+    try:
+        return _compose_and_build(text, where)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {where!r} is not valid YAML{line}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {where!r} is nested too deeply to read") from None
+
+
+def _compose_and_build(text: str, where: str) -> Any:
+    loader = yaml.SafeLoader(text)  # it reads the start already: a control character fails here
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, where)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, where: str) -> None:
+    """Count the values ``root`` holds with every alias expanded, memoised by node, so that the
+    count costs the size of the file, not of the expansion; a node inside itself is refused."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            if known < 0:
+                raise ConfigError(f"config file {where!r} holds an alias that refers to itself")
+            return known
+        sizes[id(node)] = -1
+        total = 1 + sum(size(child) for child in _children(node))
+        if total > MAX_CONFIG_NODES:
+            raise ConfigError(
+                f"config file {where!r} expands to more than {MAX_CONFIG_NODES:,} values "
+                "through its YAML aliases (&anchor / *alias)"
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 def _merge(base: dict[str, Any], user: dict[str, Any], where: str) -> None:
@@ -217,17 +348,30 @@ def _merge_tools(base: list[Any], user: Any, where: str) -> list[Any]:
     return list(merged.values())
 
 
-def _validate(data: dict[str, Any], source: str) -> Settings:
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 60
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = 4
+_SHOWN.maxlevel = 2
+
+
+def _validate(
+    data: dict[str, Any], source: str, blame: Mapping[str, str] | None = None
+) -> Settings:
+    """The settings, or one ``ConfigError`` naming the key, the value and where it came from
+    (the flag in ``blame`` when an override set that key, else ``source``)."""
     try:
         return Settings.model_validate({**data, "source": source})
     except ValidationError as exc:
-        err = exc.errors()[0]
+        err = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in err["loc"])
         got = (
-            f" (got {err['input']!r})"
+            f" (got {_SHOWN.repr(err['input'])})"  # bounded: the input may be huge
             if "input" in err and not isinstance(err["input"], dict)
             else ""
         )
+        origin = (blame or {}).get(where)
+        if origin is not None:
+            raise ConfigError(f"{origin}: {err['msg']}{got}") from None
         raise ConfigError(f"configuration {source!r}: {where}: {err['msg']}{got}") from None
 
 

@@ -249,7 +249,8 @@ class Executor:
         if deadline is None:
             return self._inbox.get()
         try:
-            return self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            wait = min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX)  # inf, 1e308
+            return self._inbox.get(timeout=wait)
         except queue.Empty:
             return None
 

@@ -15,9 +15,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from overseer.errors import PlanValidationError
 
-__all__ = ["DEFAULT_MAX_STEPS", "Plan", "Step", "group_warnings", "parse_plan", "plan_json_schema"]
+__all__ = [
+    "DEFAULT_MAX_STEPS",
+    "MAX_PROBLEMS",
+    "Plan",
+    "Step",
+    "group_warnings",
+    "parse_plan",
+    "plan_json_schema",
+    "shown",
+]
 
 DEFAULT_MAX_STEPS = 20
+
+MAX_PROBLEMS = 20
+"""Problems listed at most: they go back to the model, and a hostile plan can have thousands."""
+
+_SHOWN_CHARS = 60
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, cut short: a value quoted in a message may come from a hostile reply."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
 
 
 class Step(BaseModel):
@@ -31,6 +51,13 @@ class Step(BaseModel):
     depends_on: tuple[str, ...] = ()
     parallel_group: int | str | None = None
 
+    @field_validator("step_id", mode="before")
+    @classmethod
+    def _id_is_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string such as 'step1', got {shown(value)}")
+        return value
+
     @field_validator("step_id", "tool")
     @classmethod
     def _strip(cls, value: str) -> str:
@@ -39,15 +66,28 @@ class Step(BaseModel):
             raise ValueError("must not be blank")
         return value
 
+    @field_validator("description")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank: say what the step does")
+        return value
+
     @field_validator("depends_on", mode="before")
     @classmethod
     def _dedupe(cls, value: Any) -> Any:
+        """Step ids as text, stripped, each once; a number is refused as ``step_id`` is."""
         if value is None:
             return ()
         if isinstance(value, str):
-            return (value,)
+            value = [value]
         if isinstance(value, list | tuple):
-            return tuple(dict.fromkeys(str(v).strip() for v in value))
+            for dep in value:
+                if not isinstance(dep, str):
+                    raise ValueError(
+                        f"must list step ids as strings such as 'step1', got {shown(dep)}"
+                    )
+            return tuple(dict.fromkeys(dep.strip() for dep in value))
         return value
 
 
@@ -167,11 +207,24 @@ def parse_plan(
     raw_steps = data["steps"]
     if not isinstance(raw_steps, list):
         raise PlanValidationError([f'"steps" must be a list, got {type(raw_steps).__name__}'])
+    if len(raw_steps) > max_steps:  # before validating them: there may be a million
+        raise PlanValidationError([_too_many(len(raw_steps), max_steps)])
     steps, problems = _parse_steps(raw_steps)
-    problems += check_steps(steps, tools, max_steps)
+    if steps or not problems:  # with every step malformed, "no steps" would only confuse
+        problems += check_steps(steps, tools, max_steps)
     if problems:
-        raise PlanValidationError(problems)
+        raise PlanValidationError(_capped(problems))
     return Plan(steps=tuple(steps))
+
+
+def _too_many(count: int, max_steps: int) -> str:
+    return f"the plan has {count} steps, more than the limit of {max_steps}"
+
+
+def _capped(problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    return [*problems[:MAX_PROBLEMS], f"and {len(problems) - MAX_PROBLEMS} more problems"]
 
 
 def _parse_steps(raw_steps: list[Any]) -> tuple[list[Step], list[str]]:
@@ -189,7 +242,7 @@ def _pydantic_summary(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "step"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 
@@ -201,7 +254,7 @@ def check_steps(
         return ["the plan has no steps"]
     problems: list[str] = []
     if len(steps) > max_steps:
-        problems.append(f"the plan has {len(steps)} steps, more than the limit of {max_steps}")
+        problems.append(_too_many(len(steps), max_steps))
     problems += _duplicate_ids(steps)
     problems += _bad_dependencies(steps)
     if tools is not None:
@@ -229,14 +282,14 @@ def _bad_dependencies(steps: list[Step]) -> list[str]:
             if dep == step.step_id:
                 problems.append(f"step {step.step_id!r} depends on itself")
             elif dep not in ids:
-                problems.append(f"step {step.step_id!r} depends on unknown step {dep!r}")
+                problems.append(f"step {step.step_id!r} depends on unknown step {shown(dep)}")
     return problems
 
 
 def _unknown_tools(steps: list[Step], tools: set[str]) -> list[str]:
     known = ", ".join(sorted(tools))
     return [
-        f"step {s.step_id!r} uses unknown tool {s.tool!r} (the tools are: {known})"
+        f"step {s.step_id!r} uses unknown tool {shown(s.tool)} (the tools are: {known})"
         for s in steps
         if s.tool not in tools
     ]
@@ -271,11 +324,11 @@ def group_warnings(plan: Plan) -> list[str]:
 
 
 def _ancestors(step_id: str, by_id: Mapping[str, Step]) -> list[str]:
-    found: list[str] = []
+    found: dict[str, None] = {}  # ordered, and a set: a list made a long chain cubic
     stack = list(by_id[step_id].depends_on)
     while stack:
         dep = stack.pop()
         if dep not in found:
-            found.append(dep)
+            found[dep] = None
             stack.extend(by_id[dep].depends_on)
-    return found
+    return list(found)

@@ -7,6 +7,8 @@ failures print one line ``overseer: error: ...`` on stderr and exit with the cod
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -29,6 +31,7 @@ from overseer.interfaces.common import (
     settings_from_args,
 )
 from overseer.interfaces.safe_text import visible
+from overseer.interfaces.signals import handling_signals, received
 
 __all__ = ["main"]
 
@@ -165,12 +168,38 @@ def _dispatch(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``overseer`` command; returns the exit code."""
+    """Entry point of the ``overseer`` command; returns the exit code.
+
+    SIGTERM and SIGHUP are handled as Ctrl-C is (see ``signals``): the run is cancelled and
+    recorded as interrupted, and the exit code is 143 or 129 instead of 130."""
     args = list(sys.argv[1:] if argv is None else argv)
+    with handling_signals():
+        try:
+            code = _main(args)
+        except OSError:  # after SIGHUP the terminal may be gone: the lines cannot be written
+            if received() is None:
+                raise
+            _silence_output()
+            code = EXIT_INTERRUPTED
+        signum = received()
+    return 128 + signum if signum is not None and code == EXIT_INTERRUPTED else code
+
+
+def _silence_output() -> None:
+    """Point stdout and stderr at /dev/null, so that the flush at exit cannot fail again (the
+    way Python's documentation gives for a closed pipe)."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(null, stream.fileno())
+    os.close(null)
+
+
+def _main(args: list[str]) -> int:
     try:
         return _dispatch(args)
-    except KeyboardInterrupt:
-        say("interrupted")
+    except KeyboardInterrupt as exc:
+        say(str(exc) or "interrupted")
         return EXIT_INTERRUPTED
     except PermanentBackendError as exc:
         say(f"error: {exc}")

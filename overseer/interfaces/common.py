@@ -32,15 +32,19 @@ class Parser(argparse.ArgumentParser):
 
 
 def _positive_int(text: str) -> int:
-    value = _number(text, int)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return int(value)
+    return value
 
 
 def _positive_float(text: str) -> float:
+    """Seconds above 0; ``inf`` (or any huge number) means no limit, ``nan`` is refused."""
     value = _number(text, float)
-    if value <= 0:
+    if not value > 0:  # also false for nan
         raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
     return float(value)
 
@@ -59,11 +63,26 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="NAME", help="model for the steps")
     parser.add_argument("--planner-model", metavar="NAME", help="model for plans and the answer")
     parser.add_argument("--max-workers", type=_positive_int, metavar="N", help="steps at once")
-    parser.add_argument("--step-timeout", type=_positive_float, metavar="SECONDS")
+    parser.add_argument(
+        "--step-timeout", type=_positive_float, metavar="SECONDS", help="per step; inf: none"
+    )
     parser.add_argument("--on-error", choices=["fail-fast", "continue"])
     parser.add_argument("--max-tokens", type=_positive_int, metavar="N", help="token budget")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+_FLAGS = {
+    "backend.base_url": "--base-url",
+    "backend.model": "--model",
+    "backend.planner_model": "--planner-model",
+    "run.max_workers": "--max-workers",
+    "run.step_timeout": "--step-timeout",
+    "run.on_error": "--on-error",
+    "run.max_tokens": "--max-tokens",
+    "run.synthesize": "--no-synthesize",
+}
+"""The flag behind each override, so that a bad value is blamed on it."""
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
@@ -79,7 +98,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "run.max_tokens": getattr(args, "max_tokens", None),
         "run.synthesize": False if getattr(args, "no_synthesize", False) else None,
     }
-    return load_settings(getattr(args, "config", None), overrides)
+    return load_settings(getattr(args, "config", None), overrides, flags=_FLAGS)
 
 
 def make_display(args: argparse.Namespace) -> Any:

@@ -50,11 +50,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
+    from overseer.interfaces.common import add_common_flags
+
     made = _Parser(prog="overseer doctor", description="Check that overseer can run here.")
-    made.add_argument("--config", metavar="PATH", help="configuration file (YAML)")
-    made.add_argument("--base-url", metavar="URL", help="OpenAI-compatible server URL")
-    made.add_argument("--model", metavar="NAME", help="model for the steps")
-    made.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_common_flags(made)  # the shared flags, so a command line can be checked as it is run
     return made
 
 

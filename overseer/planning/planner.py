@@ -17,7 +17,7 @@ from overseer.config.resources import read_prompt
 from overseer.config.templates import render
 from overseer.core.plan import Plan, group_warnings, parse_plan, plan_json_schema
 from overseer.errors import PlanError, PlanValidationError
-from overseer.planning.jsontext import extract_json
+from overseer.planning.jsontext import clip, extract_json
 from overseer.usage import Usage
 
 __all__ = ["PlanResult", "Planner", "load_examples"]
@@ -113,7 +113,7 @@ class Planner:
 def _repair_messages(reply_text: str, problems: list[str]) -> list[Message]:
     listed = "\n".join(f"- {p}" for p in problems)
     return [
-        {"role": "assistant", "content": reply_text},
+        {"role": "assistant", "content": clip(reply_text)},  # a hostile reply may be huge
         {"role": "user", "content": render("planner_repair.md", problems=listed)},
     ]
 

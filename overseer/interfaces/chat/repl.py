@@ -30,6 +30,7 @@ from overseer.interfaces.chat.commands import COMMANDS, LEAVE, Commands, Journal
 from overseer.interfaces.chat.session import ChatSession, WatcherFactory
 from overseer.interfaces.common import add_common_flags, settings_from_args
 from overseer.interfaces.display import Display
+from overseer.interfaces.signals import raise_if_terminated
 
 __all__ = [
     "HISTORY_FILE",
@@ -120,6 +121,7 @@ def _interactive(commands: Commands, prompt: PromptSession[str]) -> int:
         try:
             line = prompt.prompt()
         except KeyboardInterrupt:
+            raise_if_terminated()  # SIGTERM/SIGHUP end the chat; Ctrl-C does not
             continue  # Ctrl-C at the prompt clears the line
         except EOFError:
             return EXIT_OK
@@ -144,10 +146,12 @@ def _scripted(commands: Commands, lines: Iterable[str]) -> int:
 def _handle(commands: Commands, line: str) -> int:
     """One message; an interrupt the engine did not take (say, while printing) cancels it."""
     try:
-        return commands.handle(line)
+        code = commands.handle(line)
     except KeyboardInterrupt:
         commands.output.note("cancelled")
-        return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
+    raise_if_terminated()  # a run cancelled by SIGTERM/SIGHUP ends the chat too
+    return code
 
 
 def logical_lines(lines: Iterable[str]) -> Iterator[str]:

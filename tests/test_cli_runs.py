@@ -56,7 +56,9 @@ def first_line(body: dict[str, Any]) -> str:
 
 
 def step_counts(fake: FakeOpenAI) -> Counter[str]:
-    return Counter(first_line(b) if role_of(b) == "step" else role_of(b) for b in fake.requests)
+    """Requests by step (first line) or role; the joiner's (one a round) are left out."""
+    roles = [(role_of(b), b) for b in fake.requests]
+    return Counter(first_line(b) if r == "step" else r for r, b in roles if r != "join")
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:

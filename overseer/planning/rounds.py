@@ -97,10 +97,12 @@ class _Call:
 
     def finish(self, reply: ChatReply, ready: Ready | None) -> list[str]:
         """The problems of the reply once it is whole (empty when the round may end)."""
+        if _cut_off(reply):  # what streamed in stands; the rest was never written
+            return self.problems or [_CUT_OFF]
         try:
             self.value, rest = self.stream.finish(reply.text)
         except PlanValidationError as exc:
-            return self.problems or ([_CUT_OFF] if _cut_off(reply) else exc.problems)
+            return self.problems or exc.problems
         if ready is not None and not _is_ready(self.value, ready):
             return []
         try:
@@ -109,13 +111,11 @@ class _Call:
             return self.problems or exc.problems
         for index, raw in rest:
             self.take(index, raw)
-        return self._final_problems(reply)
+        return self._final_problems()
 
-    def _final_problems(self, reply: ChatReply) -> list[str]:
+    def _final_problems(self) -> list[str]:
         if self.problems:
             return self.problems
-        if _cut_off(reply):
-            return [_CUT_OFF]
         return [] if self.gate.accepted else ["the plan has no steps"]
 
 

@@ -202,9 +202,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._whole(body, streamed)
 
     def _whole(self, body: dict[str, Any], reply: Streamed) -> None:
+        """The reply in one body, sent when a stream of it would have ended (same pace)."""
+        gap = 1.0 / reply.rate if reply.rate else 0.0
+        due = time.monotonic()
         for piece in reply.pieces:
             if isinstance(piece, Hold):
                 piece.event.wait(piece.limit)
+                due = time.monotonic()
+            else:
+                due += gap
+        _pause_until(due)
         message = {"role": "assistant", "content": reply.text}
         choice = {"index": 0, "message": message, "finish_reason": reply.finish_reason}
         payload = _envelope(body, "chat.completion", [choice])

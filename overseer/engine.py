@@ -154,8 +154,13 @@ class Overseer:
         it stopped: its succeeded steps are reused, the rest run, then the joiner may plan the
         rounds left. A run that stopped before any plan plans afresh."""
         run = _Run(self, stored.request, stored.run_id)
-        rounds = Resumed(int(getattr(stored, "rounds", 1) or 1), getattr(stored, "steps_round", {}))
-        return run.execute("", stored.plan, stored.prior, rounds)
+        resumed = Resumed(
+            int(getattr(stored, "rounds", 1) or 1),
+            getattr(stored, "steps_round", {}),
+            bool(getattr(stored, "plan_complete", True)),
+        )
+        plan = stored.plan if stored.plan is not None and stored.plan.steps else None
+        return run.execute("", plan, stored.prior, resumed)
 
 
 class _Run:
@@ -216,6 +221,7 @@ class _Run:
             plan,
             start_round=resumed.rounds,
             rounds_of=resumed.steps_round,
+            complete=resumed.plan_complete,
         )
         outcome = _run_with_session(executor, session, plan_call, prior)
         state = session.state
@@ -389,6 +395,7 @@ class Resumed:
 
     rounds: int = 1
     steps_round: Mapping[str, int] = field(default_factory=dict)
+    plan_complete: bool = True
 
 
 def _run_with_session(

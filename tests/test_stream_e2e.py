@@ -204,3 +204,34 @@ def test_planner_timeout_ends_planning_with_one_clear_error() -> None:
             engine.run("a joke")
         never.set()
     assert roles.step_lines() == ["Write a joke"]  # the step already started was let finish
+
+
+def test_resume_of_a_plan_that_stopped_arriving_asks_for_the_rest() -> None:
+    from types import SimpleNamespace
+
+    from overseer.core.plan import Plan, Step
+    from overseer.core.results import StepRecord
+
+    prefix = Plan(steps=(Step.model_validate(JOKE[0]),))
+    done = StepRecord("step1", "succeeded", output="a joke", attempts=1)
+    stored = SimpleNamespace(
+        run_id="r-1",
+        request="a joke in two languages",
+        plan=prefix,
+        prior={"step1": done},
+        rounds=1,
+        steps_round={"step1": 1},
+        plan_complete=False,  # the journal saw no PlanReady for round 1
+    )
+    roles = Roles(plans=[Streamed(plan_pieces(JOKE[1:]))])
+    with FakeStream(roles) as fake:
+        engine, events = engine_for(fake.url)
+        report = engine.resume(stored)
+    assert report.status == "succeeded" and report.plan.ids == ["step1", "step2", "step3"]
+    assert sorted(roles.step_lines()) == sorted(s["description"] for s in JOKE[1:])
+    ask = roles.bodies("plan")[0]["messages"]
+    assert json.loads(ask[-2]["content"]) == {"steps": [JOKE[0]]}
+    assert "stopped before the rest of the plan arrived" in ask[-1]["content"]
+    ready = [e for e in events if isinstance(e, PlanReady)]
+    assert len(ready) == 1 and ready[0].plan.ids == ["step1", "step2", "step3"]
+    assert "a joke" in next(b for b in roles.bodies("step"))["messages"][-1]["content"]

@@ -144,14 +144,22 @@ class RoundPlanner:
     stream: bool = True
 
     def run(
-        self, opening: list[Message], gate: StepGate, first: Schema, ready: Ready | None = None
+        self,
+        opening: list[Message],
+        gate: StepGate,
+        first: Schema,
+        ready: Ready | None = None,
+        *,
+        start: list[Message] | None = None,
     ) -> RoundResult:
         """Ask, check, re-ask: the round's accepted steps, or ``PlanError``.
 
         ``ready`` (the joiner): the first reply's steps count only when it holds for the reply's
         object; when it does not, the round ends at once with no steps (the reply was an answer).
+        ``start``: the first call's messages when they are not ``opening`` (a resumed round that
+        asks for the rest of its plan).
         """
-        messages, schema, usage = list(opening), first, Usage()
+        messages, schema, usage = list(start or opening), first, Usage()
         problems: list[str] = []
         decided: Any = None
         for attempt in range(1, self.settings.max_repairs + 2):

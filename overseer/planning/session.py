@@ -52,7 +52,7 @@ from overseer.planning.joiner import (
     wants_replan,
 )
 from overseer.planning.planner import Planner, PlanResult
-from overseer.planning.rounds import RoundHooks, RoundPlanner, RoundResult, Schema
+from overseer.planning.rounds import RoundHooks, RoundPlanner, Schema, rest_messages
 from overseer.planning.streaming import StepGate
 from overseer.usage import Usage
 
@@ -151,13 +151,20 @@ class PlanningSession:
         *,
         start_round: int = 1,
         rounds_of: Mapping[str, int] | None = None,
+        complete: bool = True,
     ) -> SessionState:
-        """Plan every round, then close the executor (always, so the run can end)."""
+        """Plan every round, then close the executor (always, so the run can end).
+
+        ``plan`` given (``resume``): its steps are round ``start_round``'s; ``complete=False``
+        says the run stopped while that round's plan was still arriving, so the planner is asked
+        for the rest of it first."""
         try:
             if plan is None:
                 self._first_round(request, context)
             else:
-                self._given(plan, start_round, rounds_of or {})
+                self._given(plan, start_round, rounds_of or {}, complete)
+                if not complete:
+                    self._rest_of(request, context)
             self._join_rounds(request, start_round)
         except Cancelled:
             if self._expired:
@@ -203,12 +210,12 @@ class PlanningSession:
             ordered=planner.settings.ordered_steps,
         )
         gate = self._gate(set(), set())
-        result = self._round_planner().run(
-            planner.opening(request, context), gate, (schema, "plan")
-        )
-        self._round_done(result)
+        self._round_planner().run(planner.opening(request, context), gate, (schema, "plan"))
+        self._round_done()
 
-    def _given(self, plan: Plan, start_round: int, rounds_of: Mapping[str, int]) -> None:
+    def _given(
+        self, plan: Plan, start_round: int, rounds_of: Mapping[str, int], complete: bool
+    ) -> None:
         self._round = max(start_round, 1)
         self.state.rounds = self._round
         for step in plan.steps:
@@ -216,8 +223,27 @@ class PlanningSession:
             self.state.rounds_of[step.step_id] = rounds_of.get(step.step_id, self._round)
             self._tell(step)
             self.executor.add_step(step)
-        self.state.plan_s = self._since()
-        self.bus.emit(PlanReady(self._since(), plan, (), round=self._round))
+        if complete:  # else PlanReady comes once the rest has arrived
+            self.state.plan_s = self._since()
+            self.bus.emit(PlanReady(self._since(), plan, (), round=self._round))
+
+    def _rest_of(self, request: str, context: str) -> None:
+        """Ask for the rest of a round's plan that stopped arriving (a resumed run)."""
+        gate = self._gate(set(self.state.rounds_of), set(self.state.rounds_of))
+        gate.accepted = [
+            s for s in self.state.steps if self.state.rounds_of[s.step_id] == self._round
+        ]
+        problem = "the run stopped before the rest of the plan arrived"
+        opening = self.planner.opening(request, context)
+        planner = self._round_planner()
+        with self._deadline():
+            planner.run(
+                opening,
+                gate,
+                planner.rest_schema(),
+                start=opening + rest_messages(gate, [problem]),
+            )
+        self._round_done()
 
     # -- the joiner's rounds ----------------------------------------------------------------
 
@@ -262,7 +288,7 @@ class PlanningSession:
         if decision.kind != "replan" or not result.steps:
             self._round = finished
             return False
-        self._round_done(result)
+        self._round_done()
         return True
 
     def _replan_failed(self, finished: int, gate: StepGate, exc: Exception) -> bool:
@@ -273,12 +299,12 @@ class PlanningSession:
             self.bus.emit(JoinerDecided(self._since(), finished, "answer", str(exc)))
             return False
         self.bus.emit(JoinerDecided(self._since(), finished, "replan", str(exc)))
-        self._round_done(RoundResult(tuple(gate.accepted), Usage(), 0))
+        self._round_done()
         return True
 
     # -- the pieces -------------------------------------------------------------------------
 
-    def _round_done(self, result: RoundResult) -> None:
+    def _round_done(self) -> None:
         self.state.rounds = self._round
         warnings = tuple(
             w for w in group_warnings(self.state.plan()) if w not in self.state.warnings

@@ -42,7 +42,7 @@ from overseer.events import (
 from overseer.journal.store import Journal, journal_for
 from overseer.nodes.kinds import build_registry
 from overseer.planning.planner import Planner, PlanResult
-from overseer.planning.session import PlanningSession, plan_within
+from overseer.planning.session import PlanningSession, SessionState, plan_within
 from overseer.tools.registry import ToolFactory, ToolRegistry
 from overseer.tools.services import RunServices
 from overseer.usage import Usage
@@ -224,15 +224,18 @@ class _Run:
             complete=resumed.plan_complete,
         )
         outcome = _run_with_session(executor, session, plan_call, prior)
-        state = session.state
+        return self._finish(session.state, outcome)
+
+    def _finish(self, state: SessionState, outcome: RunOutcome) -> RunReport:
+        """The answer and the report over every round's steps."""
         self.extra_usage += state.usage
-        full = state.plan()
+        # a step accepted after the run had stopped never reached the executor: not in the plan
+        full = Plan(steps=tuple(s for s in state.steps if s.step_id in outcome.steps))
         for step_id, record in outcome.steps.items():
             record.round = state.rounds_of.get(step_id, 1)
         answer = self._answer(full, outcome)
         plan_s = state.plan_s if state.plan_s is not None else _since(self.t0)
-        report = self._report(full, outcome, answer, plan_s, tuple(state.warnings), state.rounds)
-        return report
+        return self._report(full, outcome, answer, plan_s, tuple(state.warnings), state.rounds)
 
     def _learn(self, step: Step) -> None:
         """A step was accepted: its description labels its output in later steps' prompts."""

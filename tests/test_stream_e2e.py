@@ -235,3 +235,15 @@ def test_resume_of_a_plan_that_stopped_arriving_asks_for_the_rest() -> None:
     ready = [e for e in events if isinstance(e, PlanReady)]
     assert len(ready) == 1 and ready[0].plan.ids == ["step1", "step2", "step3"]
     assert "a joke" in next(b for b in roles.bodies("step"))["messages"][-1]["content"]
+
+
+def test_a_spent_budget_stops_planning() -> None:
+    never = threading.Event()
+    bad = json.dumps({"steps": [step_obj(1, "A", "no_such_tool")]})
+    roles = Roles(plans=[bad, Streamed([Hold(never), '{"steps": []}'])])
+    with FakeStream(roles) as fake:
+        engine, _ = engine_for(fake.url, **{"run.max_tokens": 1})
+        report = engine.run("x")  # neither PlanError nor a wait for the held repair
+        never.set()
+    assert report.status == "failed" and "token budget of 1 spent" in report.outcome.reason
+    assert roles.step_lines() == []

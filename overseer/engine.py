@@ -32,6 +32,7 @@ from overseer.errors import BackendError, PermanentBackendError, PlanError
 from overseer.events import (
     Event,
     EventBus,
+    PlanningStarted,
     PlanReady,
     PlanRejected,
     RunAborted,
@@ -113,6 +114,7 @@ class Overseer:
     def _plan(self, request: str, context: str, t0: float | None, bus: EventBus) -> PlanResult:
         start = time.monotonic() if t0 is None else t0
         planner = self._planner(start, bus)
+        bus.emit(PlanningStarted(_since(start)))
         try:
             result = call_interruptibly(
                 lambda: plan_within(planner, request, context), planner.cancel

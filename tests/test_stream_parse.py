@@ -322,3 +322,37 @@ def test_max_replans_flag() -> None:
     assert settings_from_args(parser.parse_args([])).planner.max_replans == 1
     with pytest.raises(SystemExit):
         parser.parse_args(["--max-replans", "-1"])
+
+
+class Stuck:
+    """A chat that answers only once its call is cancelled (as the real client does)."""
+
+    def complete(self, request: ChatRequest) -> ChatReply:
+        assert request.cancel is not None and request.cancel.wait(30)
+        from overseer.errors import Cancelled
+
+        raise Cancelled("the call was cancelled")
+
+
+def test_planner_timeout_bounds_overseer_plan_too() -> None:
+    from overseer import Overseer
+    from overseer.events import PlanningStarted
+
+    engine = Overseer(
+        load_settings(overrides={"planner.timeout": 0.2}), chat=Stuck(), journal=False
+    )
+    events: list[Any] = []
+    engine.subscribe(events.append)
+    with pytest.raises(PlanError, match=r"within planner\.timeout \(0\.2s\)"):
+        engine.plan("anything")
+    assert any(isinstance(e, PlanningStarted) for e in events)
+
+
+def test_planner_timeout_bounds_a_run_on_a_client_that_cannot_stream() -> None:
+    from overseer import Overseer
+
+    engine = Overseer(
+        load_settings(overrides={"planner.timeout": 0.2}), chat=Stuck(), journal=False
+    )
+    with pytest.raises(PlanError, match=r"within planner\.timeout"):
+        engine.run("anything")

@@ -73,6 +73,12 @@ def test_one_replan_uses_the_finished_outputs_and_reruns_nothing() -> None:
     assert data["rounds"] == 2 and [s["round"] for s in data["steps"]] == [1, 1, 1, 2]
     assert [s["step_id"] for s in data["plan"]["steps"]] == ["step1", "step2", "step3", "step4"]
     assert [e.round for e in events if isinstance(e, StepPlanned)] == [1, 1, 1, 2]
+    decided = next(i for i, e in enumerate(events) if isinstance(e, JoinerDecided))
+    second = next(i for i, e in enumerate(events) if isinstance(e, StepPlanned) and e.round == 2)
+    assert decided < second  # the round shows as a replan before its steps appear
+    assert [(e.round, e.decision, e.reason) for e in events if isinstance(e, JoinerDecided)] == [
+        (1, "replan", "because")
+    ]
     assert [(e.round, e.plan.ids[-1]) for e in events if isinstance(e, PlanReady)] == [
         (1, "step3"),
         (2, "step4"),

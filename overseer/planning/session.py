@@ -127,6 +127,8 @@ class PlanningSession:
         self._round = 1
         self._stopping = False
         self._expired = False
+        self._undecided = False
+        self._reason = ""
         self._lock = threading.Lock()
 
     # -- the thread-safe surface ------------------------------------------------------------
@@ -276,29 +278,43 @@ class PlanningSession:
         opening = joiner.opening(request, self.state.steps, settled.records, gate.next_id())
         schema: Schema = (joiner_schema(self.planner.tool_names), JOINER_SCHEMA_NAME)
         self._round = finished + 1
+        self._undecided = True
         try:
             with self._deadline():
-                result = self._round_planner("join").run(opening, gate, schema, wants_replan)
+                result = self._round_planner("join").run(opening, gate, schema, self._replans)
         except (PlanError, BackendError) as exc:
             return self._replan_failed(finished, gate, exc)
         decision = decision_of(result.first)
         if not decision.readable:
             self.state.warnings.append(f"{decision.reason}; the answer uses the steps so far")
-        self.bus.emit(JoinerDecided(self._since(), finished, decision.kind, decision.reason))
+        self._decided(decision.kind, decision.reason)
         if decision.kind != "replan" or not result.steps:
             self._round = finished
             return False
         self._round_done()
         return True
 
+    def _replans(self, value: Mapping[str, Any]) -> bool:
+        """The joiner's decision as it streams in: its reason is kept for ``JoinerDecided``,
+        which goes out before the first step of the new round."""
+        reason = value.get("reason")
+        self._reason = reason if isinstance(reason, str) else self._reason
+        return wants_replan(value)
+
+    def _decided(self, kind: str, reason: str) -> None:
+        """``JoinerDecided`` for the round before this one, once."""
+        if self._undecided:
+            self._undecided = False
+            self.bus.emit(JoinerDecided(self._since(), self._round - 1, kind, reason))
+
     def _replan_failed(self, finished: int, gate: StepGate, exc: Exception) -> bool:
         """A joiner call or replan that failed: a warning; the finished steps still answer."""
         self.state.warnings.append(f"planning round {finished + 1} failed: {exc}")
         if not gate.accepted:
+            self._decided("answer", str(exc))
             self._round = finished
-            self.bus.emit(JoinerDecided(self._since(), finished, "answer", str(exc)))
             return False
-        self.bus.emit(JoinerDecided(self._since(), finished, "replan", str(exc)))
+        self._decided("replan", str(exc))
         self._round_done()
         return True
 
@@ -349,6 +365,8 @@ class PlanningSession:
                 self.state.steps.append(step)
             self.state.rounds_of[step.step_id] = self._round
         self._tell(step)
+        if self._round > 1:
+            self._decided("replan", self._reason)
         self.executor.add_step(step)
         if announce:
             self.bus.emit(StepPlanned(self._since(), step, round=self._round))

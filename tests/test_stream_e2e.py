@@ -173,11 +173,15 @@ def test_streaming_off_plans_the_whole_reply_first() -> None:
 
 
 def test_a_stream_cut_short_is_retried_and_no_step_runs_twice() -> None:
-    roles = Roles(plans=[Streamed(plan_pieces(JOKE), cut=30), Streamed(plan_pieces(JOKE))])
+    pieces = plan_pieces(JOKE)
+    cut = next(i for i in range(len(pieces)) if "}" in "".join(map(str, pieces[:i]))) + 2
+    roles = Roles(plans=[Streamed(pieces, cut=cut), Streamed(plan_pieces(JOKE))])
     with FakeStream(roles) as fake:
-        engine, _ = engine_for(fake.url, **{"backend.retry": {"initial_wait": 0, "jitter": 0}})
+        engine, events = engine_for(fake.url, **{"backend.retry": {"initial_wait": 0, "jitter": 0}})
         report = engine.run("a joke")
     assert report.status == "succeeded"
+    planned = [e.step.step_id for e in events if isinstance(e, StepPlanned)]
+    assert planned == ["step1", "step2", "step3"]  # step1 came in the cut stream, once
     assert len(roles.bodies("plan")) == 2  # the transport retry, not a repair
     assert sorted(roles.step_lines()) == sorted(s["description"] for s in JOKE)
 

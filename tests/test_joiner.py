@@ -222,3 +222,19 @@ def test_the_joiner_prompts_hold_no_unfilled_placeholder(name: str) -> None:
     text = "\n".join(m["content"] for m in messages)
     assert "$not_a_placeholder" in text and "step2" in text and "- general: anything" in text
     assert re.search(r"\$[a-z_]+", text.replace("$not_a_placeholder", "")) is None
+
+
+def test_a_joiner_past_planner_timeout_leaves_the_finished_round_to_answer() -> None:
+    import threading
+
+    from tests.fake_stream import Hold
+
+    never = threading.Event()
+    roles = Roles(plans=[joke_plan()], joins=[Streamed([Hold(never), decision("answer")])])
+    with FakeStream(roles) as fake:
+        engine, _ = engine_for(fake.url, **{"planner.timeout": 2.0})
+        report = engine.run("a joke")
+        never.set()
+    assert report.status == "succeeded" and report.rounds == 1
+    assert report.answer == "THE ANSWER"
+    assert any("planner.timeout" in w for w in report.warnings)

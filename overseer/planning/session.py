@@ -284,6 +284,11 @@ class PlanningSession:
                 result = self._round_planner("join").run(opening, gate, schema, self._replans)
         except (PlanError, BackendError) as exc:
             return self._replan_failed(finished, gate, exc)
+        except Cancelled:
+            if not self._expired:
+                raise
+            timeout = PlanError(planning_timeout_message(self.settings.planner.timeout))
+            return self._replan_failed(finished, gate, timeout)  # what finished still answers
         decision = decision_of(result.first)
         if not decision.readable:
             self.state.warnings.append(f"{decision.reason}; the answer uses the steps so far")

@@ -11,7 +11,8 @@
    rounds at most; the token budget stops a replan too). Then ``close()``.
 
 ``planner.timeout`` bounds the planning of each round (every call and repair): when it passes,
-the call in flight is aborted and planning fails (``PlanError``, exit 3). ``stop()`` (the run
+the call in flight is aborted and planning fails (``PlanError``, exit 3); in a joiner's round the
+finished steps answer instead, with a warning. ``stop()`` (the run
 ended by itself: budget, fail-fast) and Ctrl-C abort it too. Every planner call's tokens count
 toward the run's budget (``Executor.add_usage``) and are announced (``UsageRecorded``).
 """

@@ -8,7 +8,6 @@ import sys
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from overseer.journal.store import Journal
 from tests.clihelp import role_of
@@ -85,15 +84,11 @@ def test_a_run_killed_mid_stream_resumes_without_rerunning_finished_steps(tmp_pa
 def test_a_run_killed_in_its_second_round_resumes_there(tmp_path: Path) -> None:
     hold = threading.Event()
     extra = step_obj(4, "Compare both translations", "general", [2, 3])
-    replan = json.dumps({"decision": "replan", "reason": "compare", "steps": [extra]})
-
-    def step(body: dict[str, Any]) -> Streamed | str:
-        line = first_line(body)
-        if line == extra["description"] and not hold.is_set():
-            return Streamed([Hold(hold), "compared"])
-        return "did: " + line
-
-    roles = Roles(plans=[Streamed(plan_pieces(JOKE))], joins=[replan], step=step)
+    head = '{"decision": "replan", "reason": "compare", "steps": ['
+    # the joiner's reply stays open after step4's object: the kill comes mid-round-2
+    held = Streamed(plan_pieces([extra], {0: hold}, head=head))
+    again = json.dumps({"decision": "replan", "reason": "compare", "steps": [extra]})
+    roles = Roles(plans=[Streamed(plan_pieces(JOKE))], joins=[held, again])
     with FakeStream(roles) as fake:
         proc = _start(command("a joke", *flags(fake)), tmp_path)
         try:
@@ -104,7 +99,7 @@ def test_a_run_killed_in_its_second_round_resumes_there(tmp_path: Path) -> None:
             hold.set()
         run_id = only_run_id()
         stored = Journal().load(run_id)
-        assert stored.plan is not None and stored.plan.ids == ["step1", "step2", "step3", "step4"]
+        assert stored.plan is not None and stored.plan.ids[:3] == ["step1", "step2", "step3"]
         result = cli("resume", run_id, *flags(fake, "--json"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
@@ -116,6 +111,8 @@ def test_a_run_killed_in_its_second_round_resumes_there(tmp_path: Path) -> None:
     if hasattr(stored, "rounds"):  # the journal records rounds (branch `journal`)
         assert data["rounds"] == 2 and data["steps"][3]["round"] == 2
         assert len(roles.bodies("join")) == 1  # max_replans spent before the kill
+    else:  # round 2 was never journaled as complete: the resumed run asks the joiner again
+        assert len(roles.bodies("join")) == 2
 
 
 def test_json_shows_each_steps_round_and_the_rounds(tmp_path: Path) -> None:

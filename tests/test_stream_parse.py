@@ -356,3 +356,19 @@ def test_planner_timeout_bounds_a_run_on_a_client_that_cannot_stream() -> None:
     )
     with pytest.raises(PlanError, match=r"within planner\.timeout"):
         engine.run("anything")
+
+
+def test_the_barrier_is_reached_when_every_step_was_reused_from_prior() -> None:
+    from overseer.core.results import StepRecord
+
+    executor = Executor(runner, bus=EventBus(), max_workers=2)
+    prior = {i: StepRecord(i, "succeeded", output=i) for i in ("a", "b")}
+    executor.add_step(Step(step_id="a", description="A", tool="t"))
+    executor.add_step(Step(step_id="b", description="B", tool="t", depends_on=("a",)))
+    barrier = executor.settled()  # in the inbox with the steps: all settle in one dispatch
+    thread = threading.Thread(target=executor.run, args=(None, prior))
+    thread.start()
+    assert barrier.reached.wait(10), "the barrier was never reached"
+    assert {i: r.status for i, r in barrier.records.items()} == {"a": "succeeded", "b": "succeeded"}
+    executor.close()
+    thread.join(10)

@@ -254,7 +254,9 @@ class Executor:
         self._drain()
         self._check_budget()
         while True:
-            self._dispatch()
+            self._dispatch()  # may settle steps at once (reused from prior): barriers after it
+            if self._barriers and self._sched.pending == 0 and self._sched.running == 0:
+                self._release(self._barriers)
             if self._sched.finished:
                 return
             message = self._wait()
@@ -263,8 +265,6 @@ class Executor:
             self._drain()
             if self._deadlines or self._grace_deadline is not None:
                 self._expire()
-            if self._barriers and self._sched.pending == 0 and self._sched.running == 0:
-                self._release(self._barriers)
 
     def _wait(self) -> _Message | None:
         """Block until something happens or the nearest deadline passes."""

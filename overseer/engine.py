@@ -13,6 +13,8 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -31,6 +33,7 @@ from overseer.errors import BackendError, PermanentBackendError, PlanError
 from overseer.events import (
     Event,
     EventBus,
+    PlanningStarted,
     PlanReady,
     PlanRejected,
     RunAborted,
@@ -41,6 +44,7 @@ from overseer.events import (
 from overseer.journal.store import Journal, journal_for
 from overseer.nodes.kinds import build_registry
 from overseer.planning.planner import Planner, PlanResult
+from overseer.planning.session import PlanningSession, SessionState, plan_within
 from overseer.tools.registry import ToolFactory, ToolRegistry
 from overseer.tools.services import RunServices
 from overseer.usage import Usage
@@ -111,7 +115,21 @@ class Overseer:
 
     def _plan(self, request: str, context: str, t0: float | None, bus: EventBus) -> PlanResult:
         start = time.monotonic() if t0 is None else t0
-        planner = Planner(
+        planner = self._planner(start, bus)
+        bus.emit(PlanningStarted(_since(start)))
+        try:
+            result = call_interruptibly(
+                lambda: plan_within(planner, request, context), planner.cancel
+            )
+        except BackendError as exc:
+            if isinstance(exc, PermanentBackendError) and exc.is_configuration:
+                raise
+            raise PlanError(f"no plan could be obtained: {exc}") from None
+        bus.emit(PlanReady(_since(start), result.plan, result.warnings))
+        return result
+
+    def _planner(self, start: float, bus: EventBus) -> Planner:
+        return Planner(
             chat=self.chat,
             tool_names=self.registry.names(),
             tool_lines=self.registry.describe(),
@@ -121,14 +139,6 @@ class Overseer:
             on_reject=lambda n, p: bus.emit(PlanRejected(_since(start), n, tuple(p))),
             cancel=CancelToken(),
         )
-        try:
-            result = call_interruptibly(lambda: planner.plan(request, context), planner.cancel)
-        except BackendError as exc:
-            if isinstance(exc, PermanentBackendError) and exc.is_configuration:
-                raise
-            raise PlanError(f"no plan could be obtained: {exc}") from None
-        bus.emit(PlanReady(_since(start), result.plan, result.warnings))
-        return result
 
     def run(
         self,
@@ -142,6 +152,19 @@ class Overseer:
         """Plan (unless ``plan`` is given), run every step, and compose the answer."""
         run = _Run(self, request, run_id or new_run_id())
         return run.execute(context, plan, prior)
+
+    def resume(self, stored: Any) -> RunReport:
+        """Continue a journalled run (``overseer.journal.store.StoredRun``) in the round where
+        it stopped: its succeeded steps are reused, the rest run, then the joiner may plan the
+        rounds left. A run that stopped before any plan plans afresh."""
+        run = _Run(self, stored.request, stored.run_id)
+        resumed = Resumed(
+            int(getattr(stored, "rounds", 1) or 1),
+            getattr(stored, "steps_round", {}),
+            bool(getattr(stored, "plan_complete", True)),
+        )
+        plan = stored.plan if stored.plan is not None and stored.plan.steps else None
+        return run.execute("", plan, stored.prior, resumed)
 
 
 class _Run:
@@ -161,12 +184,16 @@ class _Run:
         self.warnings: list[str] = []
 
     def execute(
-        self, context: str, plan: Plan | None, prior: Mapping[str, StepRecord] | None
+        self,
+        context: str,
+        plan: Plan | None,
+        prior: Mapping[str, StepRecord] | None,
+        resumed: Resumed | None = None,
     ) -> RunReport:
         """Run to the end; a run that raises instead ends with a ``RunAborted`` event."""
         unsubscribe = self.bus.subscribe(self.services.meter.observe)
         try:
-            return self._execute(context, plan, prior)
+            return self._execute(context, plan, prior, resumed or Resumed())
         except BaseException as exc:
             self.bus.emit(RunAborted(_since(self.t0), *_abort_status(exc)))
             raise
@@ -174,29 +201,49 @@ class _Run:
             unsubscribe()
 
     def _execute(
-        self, context: str, plan: Plan | None, prior: Mapping[str, StepRecord] | None
+        self,
+        context: str,
+        plan: Plan | None,
+        prior: Mapping[str, StepRecord] | None,
+        resumed: Resumed,
     ) -> RunReport:
-        owner = self.owner
-        self.bus.emit(RunStarted(0.0, self.run_id, self.request, settings=owner.run_settings))
+        self.bus.emit(RunStarted(0.0, self.run_id, self.request, settings=self.owner.run_settings))
         executor = self._executor()
         executor.warm()
-        warnings: tuple[str, ...] = ()
-        if plan is None:
-            try:
-                result = owner._plan(self.request, context, self.t0, self.bus)
-            except BaseException:  # no plan (or Ctrl-C): let the warmed worker threads go
-                _release(executor)
-                raise
-            plan, warnings = result.plan, result.warnings
-            self.extra_usage += result.usage
-            executor.add_usage(result.usage)
-        else:
-            self.bus.emit(PlanReady(_since(self.t0), plan, ()))
-        plan_s = _since(self.t0)
-        self.descriptions = {s.step_id: s.description for s in plan.steps}
-        outcome = _run_interruptibly(executor, plan, prior)
-        answer = self._answer(plan, outcome)
-        return self._report(plan, outcome, answer, plan_s, warnings)
+        session = PlanningSession(
+            planner=self.owner._planner(self.t0, self.bus),
+            settings=self.owner.settings,
+            executor=executor,
+            bus=self.bus,
+            t0=self.t0,
+            on_step=self._learn,
+        )
+        plan_call = partial(
+            session.run,
+            self.request,
+            context,
+            plan,
+            start_round=resumed.rounds,
+            rounds_of=resumed.steps_round,
+            complete=resumed.plan_complete,
+        )
+        outcome = _run_with_session(executor, session, plan_call, prior)
+        return self._finish(session.state, outcome)
+
+    def _finish(self, state: SessionState, outcome: RunOutcome) -> RunReport:
+        """The answer and the report over every round's steps."""
+        self.extra_usage += state.usage
+        # a step accepted after the run had stopped never reached the executor: not in the plan
+        full = Plan(steps=tuple(s for s in state.steps if s.step_id in outcome.steps))
+        for step_id, record in outcome.steps.items():
+            record.round = state.rounds_of.get(step_id, 1)
+        answer = self._answer(full, outcome)
+        plan_s = state.plan_s if state.plan_s is not None else _since(self.t0)
+        return self._report(full, outcome, answer, plan_s, tuple(state.warnings), state.rounds)
+
+    def _learn(self, step: Step) -> None:
+        """A step was accepted: its description labels its output in later steps' prompts."""
+        self.descriptions[step.step_id] = step.description
 
     def _executor(self) -> Executor:
         run = self.owner.settings.run
@@ -279,6 +326,7 @@ class _Run:
         answer: str,
         plan_s: float,
         warnings: tuple[str, ...],
+        rounds: int = 1,
     ) -> RunReport:
         durations = {i: r.duration for i, r in outcome.steps.items() if r.status == "succeeded"}
         timing = Timing(
@@ -297,6 +345,7 @@ class _Run:
             timing=timing,
             warnings=(*warnings, *self.warnings),
             nodes=self.services.node_log.as_dict(),
+            rounds=rounds,
         )
         extra: dict[str, Any] = {"report": report}
         self.bus.emit(RunFinished(timing.wall_s, report.status, outcome.reason, extra))
@@ -391,10 +440,64 @@ class _Background(Generic[T]):
         """Claim the call so that it never runs; False when it had begun already."""
         return self._claim.acquire(blocking=False)
 
+    def failure(self) -> BaseException | None:
+        """What the call raised, if it raised."""
+        return self._failure[0] if self._failure else None
+
     def result(self) -> T:
         if self._failure:
             raise self._failure[0]
         return self._box[0]
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Where a resumed run stopped: its last round, and the round of each of its steps."""
+
+    rounds: int = 1
+    steps_round: Mapping[str, int] = field(default_factory=dict)
+    plan_complete: bool = True
+
+
+def _run_with_session(
+    executor: Executor,
+    session: PlanningSession,
+    plan_call: Callable[[], Any],
+    prior: Mapping[str, StepRecord] | None,
+) -> RunOutcome:
+    """The executor and the planning session, each on a helper thread, while this one waits
+    interruptibly. The run ends when the executor does (the session closes it after its last
+    round, or the run stopped by itself, which stops the session). Ctrl-C cancels both: before
+    any step was accepted it goes on up as KeyboardInterrupt (as when planning came first);
+    after, the run ends cancelled with every step recorded. A planning failure (``PlanError``)
+    is raised once the steps already started have finished."""
+    run = _Background(lambda: executor.run(None, prior))
+    planning = _Background(plan_call)
+    try:
+        run.start("overseer-run")
+        planning.start("overseer-plan")
+        wait_interruptibly(run.done)
+    except KeyboardInterrupt:
+        session.stop()
+        executor.cancel("interrupted by the user")
+        run.run_here()  # does nothing unless the helper never began
+        run.done.wait()
+        _settle(planning)
+        if not session.accepted:
+            raise
+        return run.result()
+    session.stop()  # the run ended: any planner call still going is of no use now
+    _settle(planning)
+    failure = planning.failure()
+    if failure is not None:
+        raise failure
+    return run.result()
+
+
+def _settle(planning: _Background[Any]) -> None:
+    """Wait for the session to wind down (its calls are aborted); never run it here."""
+    if not planning.forestall():
+        planning.done.wait(CANCEL_JOIN_S)
 
 
 def _run_interruptibly(
@@ -442,12 +545,6 @@ def wait_interruptibly(done: threading.Event) -> None:
     one untimed wait would sleep on until the run ended by itself. Each slice acts on the flag."""
     while not done.wait(SIGNAL_CHECK_S):
         continue
-
-
-def _release(executor: Executor) -> None:
-    """Shut down an executor that will run no step: closing an empty plan ends its pool."""
-    executor.close()
-    executor.run()
 
 
 def new_run_id() -> str:

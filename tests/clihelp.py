@@ -25,14 +25,22 @@ SHARED_FLAGS = (
 """The flags DESIGN.md says every command that plans or runs takes."""
 
 PLAN_SYSTEM_MARK = "You are the planner"
+JOIN_SYSTEM_MARK = "You are the joiner"
 ANSWER_SYSTEM_MARK = "final answer"
+JOIN_ANSWER = FakeReply(
+    content=json.dumps({"decision": "answer", "reason": "covered", "steps": []}),
+    usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+)
+"""The joiner's "answer", free of tokens, so that figures written before it still add up."""
 
 
 def role_of(body: Mapping[str, Any]) -> str:
-    """'plan', 'answer' or 'step', from the system prompt of a chat request."""
+    """'plan', 'join', 'answer' or 'step', from the system prompt of a chat request."""
     system = body["messages"][0]["content"]
     if system.startswith(PLAN_SYSTEM_MARK):
         return "plan"
+    if system.startswith(JOIN_SYSTEM_MARK):
+        return "join"
     return "answer" if ANSWER_SYSTEM_MARK in system else "step"
 
 
@@ -52,6 +60,8 @@ def responder(
             return queue.pop(0) if queue else FakeReply(status=500, content="no more plans")
         if kind == "answer":
             return "THE ANSWER"
+        if kind == "join":
+            return JOIN_ANSWER
         return step(body) if step else "did: " + user_text(body).splitlines()[0]
 
     return respond

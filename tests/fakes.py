@@ -35,16 +35,36 @@ def plan_json(*steps: tuple[str, str, str, list[str]]) -> str:
     )
 
 
-class ScriptedChat:
-    """Answers requests in order from a script; an unexpected extra request fails the test."""
+JOIN_ANSWER = json.dumps({"decision": "answer", "reason": "the outputs cover it", "steps": []})
 
-    def __init__(self, *answers: Answer) -> None:
+
+def is_join_request(request: ChatRequest) -> bool:
+    return request.schema_name == "joiner_decision"
+
+
+def join_reply() -> ChatReply:
+    """The joiner's "answer", free of tokens, so that scripts written before it still add up."""
+    return reply(JOIN_ANSWER, 0, 0)
+
+
+class ScriptedChat:
+    """Answers requests in order from a script; an unexpected extra request fails the test.
+
+    The joiner's requests (after each round) are answered "answer" off the script and recorded
+    in ``join_requests``, not ``requests``, unless ``script_joins`` puts them in the script."""
+
+    def __init__(self, *answers: Answer, script_joins: bool = False) -> None:
         self.answers = list(answers)
         self.requests: list[ChatRequest] = []
+        self.join_requests: list[ChatRequest] = []
+        self.script_joins = script_joins
         self._lock = threading.Lock()
 
     def complete(self, request: ChatRequest) -> ChatReply:
         with self._lock:
+            if is_join_request(request) and not self.script_joins:
+                self.join_requests.append(request)
+                return join_reply()
             self.requests.append(request)
             if not self.answers:
                 raise AssertionError(f"script ran out at request {len(self.requests)}: {request}")
@@ -75,10 +95,14 @@ class RuleChat:
         self.step = step or (lambda r: "out:" + r.messages[-1]["content"].splitlines()[0])
         self.answer = answer
         self.requests: list[ChatRequest] = []
+        self.join_requests: list[ChatRequest] = []  # answered "answer", as ScriptedChat does
         self._lock = threading.Lock()
 
     def complete(self, request: ChatRequest) -> ChatReply:
         with self._lock:
+            if is_join_request(request):
+                self.join_requests.append(request)
+                return join_reply()
             self.requests.append(request)
             if is_plan_request(request):
                 if not self.plans:

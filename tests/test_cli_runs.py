@@ -57,7 +57,9 @@ def first_line(body: dict[str, Any]) -> str:
 
 
 def step_counts(fake: FakeOpenAI) -> Counter[str]:
-    return Counter(first_line(b) if role_of(b) == "step" else role_of(b) for b in fake.requests)
+    """Requests by step (first line) or role; the joiner's (one a round) are left out."""
+    roles = [(role_of(b), b) for b in fake.requests]
+    return Counter(first_line(b) if r == "step" else r for r, b in roles if r != "join")
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -359,6 +361,13 @@ def _start(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
     )
 
 
+def _plan_first(tmp_path: Path) -> None:
+    """Plan-then-run for the run in ``tmp_path`` (its ``./config.yaml``): these tests stop a run
+    once a step is running and expect its whole plan journaled, which a streamed plan need not
+    be by then (resuming a run stopped mid-stream: tests/test_stream_cli.py)."""
+    (tmp_path / "config.yaml").write_text("planner:\n  stream: false\n")
+
+
 def _statuses() -> dict[str, str]:
     stored = Journal().load(only_run_id())
     return {i: r.status for i, r in stored.records.items()}
@@ -366,6 +375,7 @@ def _statuses() -> dict[str, str]:
 
 def test_a_killed_run_resumes_without_resending_finished_steps(tmp_path: Path) -> None:
     blocker = _Blocker("Gamma")
+    _plan_first(tmp_path)
     with FakeOpenAI(responder([FOUR], blocker.step)) as fake:
         proc = _start(command("four parts", *flags(fake)), tmp_path)
         try:
@@ -409,6 +419,7 @@ def test_a_killed_run_resumes_without_resending_finished_steps(tmp_path: Path) -
 
 def test_an_interrupted_run_ctrl_c_resumes(tmp_path: Path) -> None:
     blocker = _Blocker("Gamma")
+    _plan_first(tmp_path)
     boot = (
         "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
         "sys.argv[0] = 'overseer'; from overseer.interfaces.cli import entry; entry()"

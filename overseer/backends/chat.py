@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -26,6 +27,12 @@ class ChatRequest:
     parsed leniently by the caller). ``timeout`` bounds this call in seconds. Once ``cancel`` is
     set, the call stops as soon as it can (a ``CancelToken`` also aborts a reply in flight) and
     raises ``Cancelled``; it is not part of the request's value (equality, repr).
+
+    ``on_delta`` asks for the reply as it is written: a backend that can stream calls it with
+    each piece of text as it arrives, on the calling thread, and with ``""`` when a streamed
+    attempt starts (so a transport retry that starts the reply over is visible: the text before
+    it is void). A backend that cannot stream never calls it and returns the reply whole; the
+    reply returned is the whole text either way. Not part of the request's value either.
     """
 
     messages: list[Message]
@@ -37,6 +44,7 @@ class ChatRequest:
     timeout: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     cancel: threading.Event | None = field(default=None, compare=False, repr=False)
+    on_delta: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

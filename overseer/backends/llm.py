@@ -100,7 +100,8 @@ def _caught() -> tuple[type[Exception], ...]:
     (A function, so that naming openai's error class does not import openai.)"""
     import openai
 
-    return (openai.OpenAIError, httpx2.HTTPError, ValueError, _MalformedReply)
+    # RecursionError: a hostile server's deeply nested JSON, parsed inside the SDK when streamed.
+    return (openai.OpenAIError, httpx2.HTTPError, ValueError, RecursionError, _MalformedReply)
 
 
 def preload() -> None:
@@ -147,6 +148,9 @@ class _StreamState:
 
 class OpenAIChat:
     """``ChatClient`` over an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
+
+    streams = True
+    """It honours ``ChatRequest.on_delta`` (streaming that request) whatever ``stream`` says."""
 
     def __init__(
         self,
@@ -270,7 +274,7 @@ class OpenAIChat:
     def _attempt(self, request: ChatRequest) -> ChatReply:
         self._stop_if_cancelled(request)
         try:
-            if self._stream:
+            if self._stream or request.on_delta is not None:
                 return self._complete_streamed(self._params(request), request)
             return self._complete_plain(request)
         except _caught() as exc:
@@ -348,16 +352,28 @@ class OpenAIChat:
         return ChatReply(text, usage, str(model), _str_or_none(choice.get("finish_reason")))
 
     def _complete_streamed(self, params: dict[str, Any], request: ChatRequest) -> ChatReply:
+        """One streamed attempt; each piece of text also goes to ``request.on_delta``."""
+        params = {**params, "stream": True, "stream_options": {"include_usage": True}}
         state = _StreamState()
+        deliver = request.on_delta or _ignore
+        deliver("")  # a new attempt: whatever an earlier one delivered is void
         with self._client.chat.completions.create(**params) as stream:
             for chunk in stream:
+                seen = len(state.parts)
                 state.add(_chunk_dict(chunk))
+                for piece in state.parts[seen:]:
+                    if piece:
+                        deliver(piece)
         if state.finish_reason is None:
             raise _MalformedReply("a stream that ended before the reply was finished")
         text = "".join(state.parts)
         model = state.model or params["model"]
         usage = _usage(state.usage, request.messages, text, model)
         return ChatReply(text, usage, str(model), state.finish_reason)
+
+
+def _ignore(piece: str) -> None:
+    """The ``on_delta`` of a request that did not ask for one."""
 
 
 # -- aborting the HTTP exchange of a cancelled call ------------------------------------------------

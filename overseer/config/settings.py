@@ -95,6 +95,9 @@ class PlannerSettings(_Frozen):
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(2000, ge=16)
     ordered_steps: bool = False
+    stream: bool = True
+    max_replans: int = Field(1, ge=0, le=10)
+    timeout: float = Field(300.0, gt=0, allow_inf_nan=False)
 
 
 class RunSettings(_Frozen):

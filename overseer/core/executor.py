@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from types import MappingProxyType
 from typing import Literal
@@ -48,7 +48,7 @@ from overseer.events import (
 )
 from overseer.usage import Usage
 
-__all__ = ["DEFAULT_CANCEL_GRACE", "Executor", "StepRunner"]
+__all__ = ["DEFAULT_CANCEL_GRACE", "Executor", "Settled", "StepRunner"]
 
 StepRunner = Callable[[Step, Mapping[str, str], CallContext], ToolResult]
 """Runs one step: (step, outputs of its dependencies by step id, call context) -> result."""
@@ -94,6 +94,18 @@ class _Closed:
     pass
 
 
+@dataclass(eq=False)
+class Settled:
+    """A barrier (``Executor.settled``): ``reached`` is set once every step added before it has
+    settled, or once the run ended. Then ``records`` holds a copy of every step's record and
+    ``stopped`` says whether the run halted (fail-fast, budget, cancel): nothing more will start,
+    so adding steps is pointless. Lets a caller plan a next round from finished outputs."""
+
+    reached: threading.Event = field(default_factory=threading.Event)
+    records: dict[str, StepRecord] = field(default_factory=dict)
+    stopped: bool = False
+
+
 @dataclass(frozen=True)
 class _UsageAdded:
     usage: Usage
@@ -104,7 +116,7 @@ class _CancelRequested:
     reason: str
 
 
-_Message = _Done | _Added | _Closed | _UsageAdded | _CancelRequested
+_Message = _Done | _Added | _Closed | _UsageAdded | _CancelRequested | Settled
 
 _NO_INPUTS: Mapping[str, str] = MappingProxyType({})
 """The inputs of every step that depends on nothing: one shared, read-only mapping."""
@@ -156,6 +168,8 @@ class Executor:
         self._lock = threading.Lock()
         self._caller_closed = False
         self._started = False
+        self._ended = False
+        self._barriers: list[Settled] = []
         self._records: dict[str, StepRecord] = {}
         self._prior: dict[str, StepRecord] = {}
         self._jobs: dict[str, _Job] = {}  # running
@@ -187,6 +201,16 @@ class Executor:
             self._caller_closed = True
             self._inbox.put(_Closed())
 
+    def settled(self) -> Settled:
+        """A barrier over the steps added so far (see ``Settled``); wait on ``reached``."""
+        barrier = Settled()
+        with self._lock:
+            if not self._ended:
+                self._inbox.put(barrier)
+                return barrier
+        self._release([barrier])
+        return barrier
+
     def add_usage(self, usage: Usage) -> None:
         """Tokens spent outside the steps (the planner's) that count toward ``max_tokens``."""
         self._inbox.put(_UsageAdded(usage))
@@ -210,6 +234,9 @@ class Executor:
         try:
             self._loop()
         finally:
+            with self._lock:
+                self._ended = True
+            self._release(self._barriers + self._left_barriers())
             if self._owns_pool:
                 self._pool.shutdown()
         return self._outcome()
@@ -233,7 +260,9 @@ class Executor:
         self._drain()
         self._check_budget()
         while True:
-            self._dispatch()
+            self._dispatch()  # may settle steps at once (reused from prior): barriers after it
+            if self._barriers and self._sched.pending == 0 and self._sched.running == 0:
+                self._release(self._barriers)
             if self._sched.finished:
                 return
             message = self._wait()
@@ -275,11 +304,31 @@ class Executor:
             self._on_added(message.step)
         elif isinstance(message, _Closed):
             self._on_closed()
+        elif isinstance(message, Settled):
+            self._barriers.append(message)
         elif isinstance(message, _UsageAdded):
             self._other_usage += message.usage
             self._check_budget()
         else:
             self._on_cancel(message.reason)
+
+    def _left_barriers(self) -> list[Settled]:
+        """Barriers still in the inbox when the run ended (nothing else there matters now)."""
+        left = []
+        while not self._inbox.empty():
+            message = self._inbox.get_nowait()
+            if isinstance(message, Settled):
+                left.append(message)
+        return left
+
+    def _release(self, barriers: list[Settled]) -> None:
+        """Answer the barriers waiting: every step added before them has settled."""
+        stopped = self._sched.halted or bool(self._cancel_reason) or self._ended
+        for barrier in barriers:
+            barrier.records = {i: replace(r) for i, r in self._records.items()}
+            barrier.stopped = stopped
+            barrier.reached.set()
+        barriers.clear()
 
     # -- plan arrival -----------------------------------------------------------------------
 

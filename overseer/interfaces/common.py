@@ -56,6 +56,13 @@ def _number(text: str, kind: Callable[[str], Any]) -> Any:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
 
 
+def _count(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, got {text!r}")
+    return int(value)
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """The flags every command that plans or runs shares (DESIGN.md)."""
     parser.add_argument("--config", metavar="PATH", help="configuration file (YAML)")
@@ -68,6 +75,9 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--on-error", choices=["fail-fast", "continue"])
     parser.add_argument("--max-tokens", type=_positive_int, metavar="N", help="token budget")
+    parser.add_argument(
+        "--max-replans", type=_count, metavar="N", help="new planning rounds after the first"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
@@ -96,6 +106,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "run.step_timeout": getattr(args, "step_timeout", None),
         "run.on_error": getattr(args, "on_error", None),
         "run.max_tokens": getattr(args, "max_tokens", None),
+        "planner.max_replans": getattr(args, "max_replans", None),
         "run.synthesize": False if getattr(args, "no_synthesize", False) else None,
     }
     return load_settings(getattr(args, "config", None), overrides, flags=_FLAGS)

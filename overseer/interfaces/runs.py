@@ -226,9 +226,7 @@ def _run_resumed(args: argparse.Namespace, engine: Any, stored: StoredRun) -> Ru
     if display is not None:
         engine.subscribe(display.handle)
     try:
-        report: RunReport = engine.run(
-            stored.request, plan=stored.plan, run_id=stored.run_id, prior=stored.prior
-        )
+        report: RunReport = engine.resume(stored)  # in the round where it stopped
     finally:
         if display is not None:
             display.stop()

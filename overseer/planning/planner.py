@@ -1,6 +1,9 @@
 """Request -> ``Plan`` via the LLM, re-asking with the validation errors a bounded number of times.
 
-Semantic re-asks live here and only here; transport retries live in ``llm.py``.
+Semantic re-asks live in the planning part only (here, and for streamed plans in ``rounds``);
+transport retries live in ``llm.py``. This is the plan-then-run planner: the whole reply, then
+the whole plan checked; it serves ``overseer plan``, ``planner.stream: false`` and backends that
+cannot stream. ``prompts`` and the repair messages are shared with the streamed rounds.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from overseer.errors import PlanError, PlanValidationError
 from overseer.planning.jsontext import clip, extract_json
 from overseer.usage import Usage
 
-__all__ = ["PlanResult", "Planner", "load_examples"]
+__all__ = ["PlanResult", "Planner", "give_up_message", "load_examples", "repair_messages"]
 
 UsageSink = Callable[[Usage, str], None]
 RejectSink = Callable[[int, list[str]], None]
@@ -50,7 +53,7 @@ class Planner:
 
     def plan(self, request: str, context: str = "") -> PlanResult:
         """A valid plan, or ``PlanError`` once ``max_repairs`` re-asks have failed too."""
-        messages = self._opening(request, context)
+        messages = self.opening(request, context)
         usage = Usage()
         problems: list[str] = []
         for attempt in range(1, self.settings.max_repairs + 2):
@@ -62,12 +65,13 @@ class Planner:
             except PlanValidationError as exc:
                 problems = exc.problems
                 self._rejected(attempt, problems)
-                messages += _repair_messages(reply.text, problems)
+                messages += repair_messages(reply.text, problems)
                 continue
             return PlanResult(plan, usage, attempt, tuple(group_warnings(plan)))
-        raise PlanError(_give_up_message(self.settings.max_repairs + 1, problems), problems)
+        raise PlanError(give_up_message(self.settings.max_repairs + 1, problems), problems)
 
-    def _opening(self, request: str, context: str) -> list[Message]:
+    def opening(self, request: str, context: str = "") -> list[Message]:
+        """The system and user messages that ask for a plan of ``request``."""
         system = render(
             "planner_system.md",
             tools=self.tool_lines,
@@ -110,7 +114,14 @@ class Planner:
             self.on_reject(attempt, problems)
 
 
-def _repair_messages(reply_text: str, problems: list[str]) -> list[Message]:
+_REPLY_ECHO_LIMIT = 8000
+"""Characters of a rejected reply sent back with its problems (a huge reply is cut)."""
+
+
+def repair_messages(reply_text: str, problems: list[str]) -> list[Message]:
+    """The rejected reply and the ask to mend it, to append to the conversation."""
+    if len(reply_text) > _REPLY_ECHO_LIMIT:
+        reply_text = reply_text[:_REPLY_ECHO_LIMIT] + " …(cut)"
     listed = "\n".join(f"- {p}" for p in problems)
     return [
         {"role": "assistant", "content": clip(reply_text)},  # a hostile reply may be huge
@@ -118,7 +129,7 @@ def _repair_messages(reply_text: str, problems: list[str]) -> list[Message]:
     ]
 
 
-def _give_up_message(attempts: int, problems: list[str]) -> str:
+def give_up_message(attempts: int, problems: list[str]) -> str:
     shown = "; ".join(problems[:5]) or "no usable reply"
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
     return f"no valid plan after {attempts} attempts: {shown}{more}"

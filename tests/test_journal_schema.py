@@ -85,6 +85,27 @@ def test_a_later_round_adds_its_steps_after_the_earlier_ones() -> None:
     assert stored.summary.to_dict()["rounds"] == 2
 
 
+def test_a_plan_still_streaming_is_recorded_as_incomplete_until_its_round_is_ready() -> None:
+    journal = Journal()
+    journal.record(RunStarted(0.0, "r3", "streaming"))
+    journal.record(StepPlanned(0.1, step("a"), run_id="r3"))
+    journal.record(StepFinished(0.2, "a", "A", 0.1, run_id="r3"))
+    stored = journal.load("r3")
+    assert stored.plan is not None and stored.plan.ids == ["a"]
+    assert stored.plan_complete is False  # resume asks for the rest of this plan
+    journal.record(StepPlanned(0.3, step("b", "a"), run_id="r3"))
+    journal.record(PlanReady(0.4, Plan(steps=(step("a"), step("b", "a"))), run_id="r3"))
+    assert journal.load("r3").plan_complete is True
+    journal.record(StepPlanned(0.5, step("c", "b"), round=2, run_id="r3"))
+    assert journal.load("r3").plan_complete is False  # round 2 is being written
+
+
+def test_a_run_planned_in_one_piece_is_complete() -> None:
+    journal = Journal()
+    two_rounds(journal)
+    assert journal.load("r2").plan_complete is True
+
+
 def test_runs_show_marks_where_each_round_begins() -> None:
     journal = Journal()
     two_rounds(journal)

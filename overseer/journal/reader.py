@@ -97,6 +97,7 @@ class StoredRun:
     spent: Usage = Usage()
     steps_round: dict[str, int] = field(default_factory=dict)
     rounds: int = 1
+    plan_complete: bool = True  # False: killed while a streamed plan was still being written
 
     @property
     def run_id(self) -> str:
@@ -255,6 +256,7 @@ def stored_run(row: sqlite3.Row, steps: list[sqlite3.Row]) -> StoredRun:
         spent=usage,
         steps_round=rounds,
         rounds=max([row["rounds"] or 1, *rounds.values()]),
+        plan_complete=not row["plan_open"],
     )
 
 

@@ -16,9 +16,9 @@ from overseer.errors import OverseerError
 
 __all__ = ["SCHEMA_VERSION", "JournalError", "open_journal"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: runs and steps. 2: run settings, batch id, process identity, rounds (runs and steps),
-and the plans in a table of their own."""
+and the plans in a table of their own. 3: whether a streamed plan is still being written."""
 
 
 class JournalError(OverseerError):
@@ -50,6 +50,8 @@ _RUNS: tuple[tuple[str, str], ...] = (
     ("settings", "TEXT"),
     ("batch_id", "TEXT"),
     ("rounds", "INTEGER NOT NULL DEFAULT 1"),
+    # version 3: 1 from a round's first streamed step until its PlanReady
+    ("plan_open", "INTEGER NOT NULL DEFAULT 0"),
 )
 _STEPS: tuple[tuple[str, str], ...] = (
     ("run_id", "TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE"),

@@ -98,6 +98,7 @@ def _plan_ready(conn: sqlite3.Connection, event: PlanReady) -> None:
     """Round 1 sets the plan (a new plan under an old id drops the old steps); a later round
     adds its new steps after the earlier rounds' ones."""
     plan = cast(Plan, event.plan)
+    conn.execute("UPDATE runs SET plan_open = 0 WHERE run_id = ?", (event.run_id,))
     if event.round > 1:
         for step in plan.steps:
             _add_step(conn, event.run_id, step, event.round)
@@ -124,7 +125,10 @@ def _plan_ready(conn: sqlite3.Connection, event: PlanReady) -> None:
 
 
 def _step_planned(conn: sqlite3.Connection, event: StepPlanned) -> None:
+    """A streamed step: the plan of its round is open until that round's ``PlanReady``, so a
+    run killed in between resumes by asking for the rest of the plan."""
     _add_step(conn, event.run_id, cast(Step, event.step), event.round)
+    conn.execute("UPDATE runs SET plan_open = 1 WHERE run_id = ?", (event.run_id,))
 
 
 def _add_step(conn: sqlite3.Connection, run_id: str, step: Step, round_: int) -> None:

@@ -154,14 +154,24 @@ def test_a_server_that_exits_early_is_an_error_quoting_its_output() -> None:
     assert "bad magic" in str(info.value)
 
 
-def test_a_server_that_never_answers_times_out_and_is_killed(tmp_path: Path) -> None:
-    pid_file = tmp_path / "server.pid"
-    code = "import os, signal, sys; open(sys.argv[2], 'w').write(str(os.getpid())); signal.pause()"
-    server = LocalServer(script_command(code, str(pid_file)), model_name="x", startup_timeout=0.3)
+def test_a_server_that_never_answers_times_out_and_is_killed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spawned: list[int] = []
+    spawn = LocalServer._spawn
+
+    def recording(self: LocalServer, port: int) -> None:
+        spawn(self, port)
+        assert self.pid is not None
+        spawned.append(self.pid)
+
+    monkeypatch.setattr(LocalServer, "_spawn", recording)
+    code = "import signal; signal.pause()"
+    server = LocalServer(script_command(code), model_name="x", startup_timeout=0.3)
     with pytest.raises(LocalServerError, match=r"did not answer .* within 0\.3s"):
         server.start()
     assert server.pid is None
-    assert gone(int(pid_file.read_text()))
+    assert spawned and all(gone(pid) for pid in spawned)
 
 
 def test_a_server_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
@@ -524,6 +534,7 @@ def test_settings_point_at_the_server_with_json_object_and_bounded_replies(
     assert settings.planner.ordered_steps and not base.planner.ordered_steps
     assert settings.planner.max_steps == base.planner.max_steps
     assert settings.planner.max_tokens == 512 < base.planner.max_tokens
+    assert backend.request_timeout == 600 and base.backend.request_timeout == 120
     assert settings.tools == base.tools
 
 

@@ -262,6 +262,7 @@ def point_settings_at(settings: Settings, server: LocalServer) -> Settings:
             "model": server.model_name,
             "planner_model": None,
             "structured_output": "json_schema",  # llama.cpp turns it into a grammar
+            "request_timeout": settings.local.request_timeout,
             # A retry would wait behind the reply it gave up on: llama.cpp finishes it anyway.
             "retry": settings.backend.retry.model_copy(update={"max_attempts": 1}),
         }

@@ -115,6 +115,7 @@ class LocalSettings(_Frozen):
     parallel: int = Field(4, ge=1, le=64)
     threads: int | None = Field(None, ge=1)
     startup_timeout: float = Field(120.0, gt=0)
+    request_timeout: float = Field(600.0, gt=0)  # replaces backend.request_timeout here
     max_tokens: int = Field(256, ge=16)
     plan_max_tokens: int = Field(512, ge=16)
     repeat_penalty: float = Field(1.1, ge=0.0, le=10.0)

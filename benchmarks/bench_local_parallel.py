@@ -144,9 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"main job ({report.status}): wall {timing.wall_s:.1f} s, plan {timing.plan_s:.1f} s, "
             f"critical path {timing.critical_path_s:.1f} s, steps sum {timing.steps_sum_s:.1f} s"
         )
+        if report.outcome.reason:
+            print(f"  why it failed: {report.outcome.reason}")
         for step in report.plan.steps:
             deps = ",".join(step.depends_on) or "-"
-            print(f"  {step.step_id} [{step.tool}] after {deps}: {step.description}")
+            record = report.outcome.steps.get(step.step_id)
+            state = f"{record.status} in {record.duration:.1f} s" if record else "not run"
+            print(f"  {step.step_id} [{step.tool}] after {deps} ({state}): {step.description}")
 
         recorder.calls.clear()
         fixed = engine.run(REQUEST, plan=parse_plan(JOKE_PLAN))

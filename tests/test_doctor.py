@@ -128,16 +128,17 @@ def test_no_backend_without_the_local_extra_names_what_to_install(
 ) -> None:
     import overseer.backends.local_model as local_model
 
-    monkeypatch.setattr(local_model, "missing_packages", lambda model: ["llama-cpp-python"])
+    monkeypatch.setattr(local_model, "missing_packages", lambda model: ["xllamacpp"])
     [check] = check_backend(load_settings())
     assert check.status == "FAIL" and "pip install -e '.[local]'" in check.detail
 
 
+@pytest.mark.local_model
 def test_no_backend_with_the_embedded_model_installed_says_runs_use_it() -> None:
-    pytest.importorskip("llama_cpp", reason="needs the [local] extra")
+    pytest.importorskip("xllamacpp", reason="needs the [local] extra")
     [check] = check_backend(load_settings())
-    assert check.status == "ok" and "embedded model" in check.detail
-    assert ".gguf" in check.detail
+    assert check.status == "ok" and "embedded model" in check.detail, check.detail
+    assert ".gguf" in check.detail and "answered a one-token completion" in check.detail
 
 
 def test_the_tools_are_listed_with_their_kinds() -> None:

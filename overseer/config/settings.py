@@ -145,10 +145,14 @@ class LocalSettings(_Frozen):
 
     enabled: bool = True
     model: str = Field("smollm2-135m-instruct", min_length=1)
-    context_size: int = Field(4096, ge=512)
+    context_size: int = Field(4096, ge=512)  # per parallel slot
+    parallel: int = Field(4, ge=1, le=64)
     threads: int | None = Field(None, ge=1)
     startup_timeout: float = Field(120.0, gt=0)
+    request_timeout: float = Field(600.0, gt=0)  # replaces backend.request_timeout here
     max_tokens: int = Field(256, ge=16)
+    plan_max_tokens: int = Field(512, ge=16)
+    repeat_penalty: float = Field(1.1, ge=0.0, le=10.0)
 
 
 class Settings(_Frozen):

@@ -179,11 +179,15 @@ def _step_schema(
 
 
 def _ordered_lists(tool_names: Iterable[str] | None, max_steps: int) -> list[dict[str, Any]]:
-    """One schema per plan length: a list whose i-th step is ``step<i>``, after its deps."""
+    """One schema per plan length: a list whose i-th step is ``step<i>``, after its deps.
+
+    The length is bounded with ``minItems``/``maxItems``, never ``"items": false``: llama.cpp's
+    grammar builder rejects a boolean schema ("schema must be an object", HTTP 400).
+    """
     names = list(tool_names or [])
     steps = [_ordered_step(names, i) for i in range(1, max_steps + 1)]
     return [
-        {"type": "array", "prefixItems": steps[:length], "items": False, "minItems": length}
+        {"type": "array", "prefixItems": steps[:length], "minItems": length, "maxItems": length}
         for length in range(1, max_steps + 1)
     ]
 

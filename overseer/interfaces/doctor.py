@@ -103,18 +103,23 @@ def check_backend(settings: Any) -> list[Check]:
 
 
 def _no_backend(settings: Any) -> Check:
-    """No server configured: say whether the embedded model will serve the runs."""
-    from overseer.backends.local_model import locate_model
+    """No server configured: the embedded model serves the runs, so it must really answer (a
+    one-token completion): a wheel built for another CPU installs fine and dies on first use."""
+    from overseer.backends.local_model import locate_model, try_model
 
     try:
         model = locate_model(settings.local, settings.backend.api_key_env)
     except OverseerError as exc:
         return Check("backend", "FAIL", str(exc))
+    try:
+        trial = try_model(settings)
+    except OverseerError as exc:
+        return Check("backend", "FAIL", f"the embedded model {model.name!r} cannot answer: {exc}")
     return Check(
         "backend",
         "ok",
-        f"no server configured: runs use the embedded model {model.name!r} ({model.path}); "
-        "set --base-url / OPENAI_BASE_URL or an API key for a capable model",
+        f"no server configured: runs use the embedded model {model.name!r} ({model.path}), which "
+        f"{trial}; set --base-url / OPENAI_BASE_URL or an API key for a capable model",
     )
 
 

@@ -143,7 +143,7 @@ def _ordered_lists(tool_names: Iterable[str] | None, max_steps: int) -> list[dic
     names = list(tool_names or [])
     steps = [_ordered_step(names, i) for i in range(1, max_steps + 1)]
     return [
-        {"type": "array", "prefixItems": steps[:length], "items": False, "minItems": length}
+        {"type": "array", "prefixItems": steps[:length], "minItems": length, "maxItems": length}
         for length in range(1, max_steps + 1)
     ]
 

@@ -231,7 +231,9 @@ def model_settings(model: str) -> Settings:
     )
 
 
-def server_settings(base_url: str, temperature: float, max_tokens: int) -> Settings:
+def server_settings(
+    base_url: str, temperature: float, max_tokens: int, max_steps: int = 20
+) -> Settings:
     """Plan on the server at ``base_url`` the way overseer plans on its embedded model."""
     os.environ.pop("OPENAI_API_KEY", None)
     settings = load_settings()
@@ -246,7 +248,12 @@ def server_settings(base_url: str, temperature: float, max_tokens: int) -> Setti
         }
     )
     planner = settings.planner.model_copy(
-        update={"ordered_steps": True, "temperature": temperature, "max_tokens": max_tokens}
+        update={
+            "ordered_steps": True,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "max_steps": max_steps,
+        }
     )
     return settings.model_copy(update={"backend": backend, "planner": planner})
 
@@ -265,8 +272,10 @@ def bench_settings(settings: Settings, cases: Sequence[Case], parallel: int) -> 
                     index = todo.get_nowait()
                 except queue.Empty:
                     return
-                scores[index] = plan_case(engine, cases[index])
-                print(f"  planned {index + 1}/{len(cases)}", file=sys.stderr, flush=True)
+                score = scores[index] = plan_case(engine, cases[index])
+                print(f"  planned {index + 1}/{len(cases)}: {score.request}", file=sys.stderr)
+                for line in score.steps or score.problems[:2]:
+                    print(f"    {line}", file=sys.stderr, flush=True)
 
     workers = [threading.Thread(target=work) for _ in range(max(1, parallel))]
     for worker in workers:
@@ -354,6 +363,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--parallel", type=int, default=4, help="plans at once on the server")
     parser.add_argument("--temperature", nargs="+", type=float, default=[0.0])
     parser.add_argument("--max-tokens", type=int, default=600, help="planner reply limit")
+    parser.add_argument("--max-steps", type=int, default=20, help="planner step limit")
+    parser.add_argument("--only", type=int, default=0, help="the first N requests of each file")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     return parser.parse_args(argv)
 
@@ -361,10 +372,11 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 def _run_server(args: argparse.Namespace, base_url: str) -> dict[str, list[Score]]:
     results: dict[str, list[Score]] = {}
     for temperature in args.temperature:
-        settings = server_settings(base_url, temperature, args.max_tokens)
+        settings = server_settings(base_url, temperature, args.max_tokens, args.max_steps)
         for path in args.requests:
             label = f"{path.name} @ t={temperature}"
-            results[label] = bench_settings(settings, load_cases(path), args.parallel)
+            cases = load_cases(path)[: args.only or None]
+            results[label] = bench_settings(settings, cases, args.parallel)
             if not args.json:
                 print_model(label, results[label])
     return results

@@ -11,8 +11,7 @@ from overseer.config import load_settings
 from overseer.core.plan import parse_plan, plan_json_schema
 from overseer.nodes.kinds import build_registry
 from overseer.planning.examples import format_examples, load_pool, pick_examples, words
-from overseer.planning.planner import Planner
-from tests.fakes import ScriptedChat, plan_json
+from tests.fakes import ScriptedChat
 
 NAMES = build_registry(load_settings(), chat=ScriptedChat()).names()
 
@@ -86,13 +85,3 @@ def test_format_examples_shows_request_and_plan_pairs() -> None:
     text = format_examples("List six facts about owls", NAMES, count=2)
     assert text.count("Request: ") == 2 and text.count("Plan: {") == 2
     assert "List four facts about axolotls" in text
-
-
-def test_the_planner_prompt_carries_the_examples_picked_for_its_request() -> None:
-    chat = ScriptedChat(plan_json(("step1", "Compute 15% of 240", "general", [])))
-    Planner(chat=chat, tool_names=NAMES, tool_lines="- general: anything").plan(
-        "What is 15% of 240?"
-    )
-    system = chat.requests[0].messages[0]["content"]
-    assert "What is 35% of 860?" in system
-    assert "lighthouse keeper named Bram" not in system

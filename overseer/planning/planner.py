@@ -17,7 +17,6 @@ from overseer.config.resources import read_prompt
 from overseer.config.templates import render
 from overseer.core.plan import Plan, group_warnings, parse_plan, plan_json_schema
 from overseer.errors import PlanError, PlanValidationError
-from overseer.planning import examples as few_shot
 from overseer.planning.jsontext import extract_json
 from overseer.usage import Usage
 
@@ -73,7 +72,7 @@ class Planner:
             "planner_system.md",
             tools=self.tool_lines,
             max_steps=self.settings.max_steps,
-            examples=few_shot.format_examples(request, self.tool_names),
+            examples=format_examples(self.tool_names),
         )
         user = render("planner_user.md", request=request, context=context)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]

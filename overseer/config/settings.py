@@ -22,6 +22,7 @@ from overseer.errors import ConfigError
 
 __all__ = [
     "BackendSettings",
+    "BatchSettings",
     "ChatSettings",
     "LocalSettings",
     "PlannerSettings",
@@ -117,6 +118,13 @@ class LocalSettings(_Frozen):
     max_tokens: int = Field(256, ge=16)
 
 
+class BatchSettings(_Frozen):
+    """``overseer batch``: requests at once, and the Dask cluster to run them on (if any)."""
+
+    concurrency: int = Field(4, ge=1, le=1024)
+    cluster: str | None = None
+
+
 class Settings(_Frozen):
     backend: BackendSettings = BackendSettings()
     planner: PlannerSettings = PlannerSettings()
@@ -124,6 +132,7 @@ class Settings(_Frozen):
     local: LocalSettings = LocalSettings()
     chat: ChatSettings = ChatSettings()
     nodes: NodeSettings = NodeSettings()
+    batch: BatchSettings = BatchSettings()
     tools: tuple[ToolSpec, ...] = ()
     journal: bool = True
     source: str = "defaults"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -57,7 +57,7 @@ class _Feed(Generic[T]):
             self._stopped = True
 
 
-def fan_out(fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> Iterator[R]:
+def fan_out(fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> Generator[R, None, None]:
     """Yield ``fn(item)`` for every item, ``concurrency`` calls at once, as each finishes.
 
     The first exception a call raises is raised to the consumer, and nothing new starts after
@@ -68,7 +68,7 @@ def fan_out(fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> Itera
     return _results(fn, _Feed(items), concurrency)
 
 
-def _results(fn: Callable[[T], R], feed: _Feed[T], concurrency: int) -> Iterator[R]:
+def _results(fn: Callable[[T], R], feed: _Feed[T], concurrency: int) -> Generator[R, None, None]:
     inbox: queue.SimpleQueue[_Result[R] | _Failure | _Exhausted] = queue.SimpleQueue()
     for number in range(concurrency):
         thread = threading.Thread(

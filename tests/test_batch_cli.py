@@ -196,3 +196,26 @@ def test_progress_lines_and_a_closing_line_on_a_pipe(tmp_path: Path) -> None:
     closing = result.stderr.strip().splitlines()[-1]
     assert closing.startswith("batch: 3 of 3 requests (3 succeeded, 0 failed) in ")
     assert "\x1b[" not in result.stderr  # no terminal codes on a pipe
+
+
+def test_cluster_without_distributed_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from overseer.interfaces.cli import main
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if it were not installed
+    requests = tmp_path / "in.txt"
+    requests.write_text("req-1 write\n")
+    code = main(["batch", str(requests), "--cluster", "local:2", "--base-url", "http://x/v1"])
+    assert code == 2
+    assert "pip install 'overseer[dask]'" in capsys.readouterr().err
+
+
+def test_the_batch_section_of_the_config_gives_the_defaults(tmp_path: Path) -> None:
+    from overseer.config import load_settings
+
+    assert load_settings().batch.concurrency == 4 and load_settings().batch.cluster is None
+    config = tmp_path / "config.yaml"
+    config.write_text("batch:\n  concurrency: 0\n")
+    result = run_cli("batch", "-", "--config", str(config))
+    assert result.returncode == 2 and "batch.concurrency" in result.stderr

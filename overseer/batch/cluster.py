@@ -10,8 +10,9 @@ registered with it; with no backend configured that engine starts the worker's o
 model, and the plugin's ``teardown`` stops it when the worker closes (or when the batch ends and
 the client unregisters the plugin, so nothing of a batch outlives it on a shared cluster).
 
-A worker that dies mid-request: the scheduler runs the task again elsewhere. ``local:N`` clusters
-allow that once (``allowed-failures: 1``), then the request fails with the scheduler's
+A worker that dies mid-request (or stops answering for ``WORKER_TTL``, on ``local:N``): the
+scheduler runs the task again elsewhere. ``local:N`` clusters allow that once
+(``allowed-failures: 1``), then the request fails with the scheduler's
 ``KilledWorker``; a ``tcp://`` cluster follows its own scheduler's setting. A task may thus run
 twice, but the client writes each request once, from the one future ``as_completed`` yields.
 On a cluster, ``run.max_workers`` and the tools' caps hold per worker (each has its own engine).
@@ -50,9 +51,19 @@ from overseer.engine import (
 from overseer.errors import ConfigError, OverseerError
 from overseer.journal.store import Journal
 
-__all__ = ["EnginePlugin", "open_client", "run_on_cluster", "run_request"]
+__all__ = [
+    "EnginePlugin",
+    "Submitter",
+    "open_client",
+    "register_engines",
+    "run_on_cluster",
+    "run_request",
+]
 
 CONNECT_TIMEOUT = "10s"
+WORKER_TTL = "60s"
+"""On ``local:N``, a worker that sends no heartbeat for this long is restarted and its requests
+run elsewhere, as if it had died (Dask's default waits 5 minutes)."""
 WORKER_WAIT_S = 60.0
 """Seconds to wait for a ``tcp://`` cluster to have at least one worker."""
 
@@ -126,7 +137,12 @@ def open_client(address: str, concurrency: int) -> Iterator[Client]:
 @contextlib.contextmanager
 def _local_cluster(workers: int, threads: int) -> Iterator[LocalCluster]:
     with (
-        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        dask.config.set(
+            {
+                "distributed.scheduler.allowed-failures": 1,
+                "distributed.scheduler.worker-ttl": WORKER_TTL,
+            }
+        ),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=threads,
@@ -171,9 +187,9 @@ def run_on_cluster(
         return
     data = settings.model_dump(mode="json")
     with open_client(address, concurrency) as client:
-        plugin = _register(client, data)
+        plugin = register_engines(client, data)
         try:
-            batch = _Submitter(client, plugin, data, batch_id, on_start)
+            batch = Submitter(client, plugin, data, batch_id, on_start)
             for finished in batch.run(items, concurrency):
                 if journal is not None:
                     problem = record_report(journal, finished.report, batch_id)
@@ -185,7 +201,7 @@ def run_on_cluster(
                 client.unregister_worker_plugin(plugin)
 
 
-def _register(client: Client, data: dict[str, Any]) -> str:
+def register_engines(client: Client, data: dict[str, Any]) -> str:
     """Register a plugin of this batch's own name; setup failing on a worker is re-raised."""
     name = f"overseer-engine-{uuid.uuid4().hex[:8]}"
     try:
@@ -197,7 +213,7 @@ def _register(client: Client, data: dict[str, Any]) -> str:
     return name
 
 
-class _Submitter:
+class Submitter:
     """Keeps ``concurrency`` tasks in flight and turns each result into a ``Finished``."""
 
     def __init__(

@@ -219,3 +219,33 @@ def test_the_batch_section_of_the_config_gives_the_defaults(tmp_path: Path) -> N
     config.write_text("batch:\n  concurrency: 0\n")
     result = run_cli("batch", "-", "--config", str(config))
     assert result.returncode == 2 and "batch.concurrency" in result.stderr
+
+
+def test_ctrl_c_keeps_what_finished_and_a_rerun_completes(tmp_path: Path) -> None:
+    requests, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 12)
+    with batch_server() as (fake, state):
+        state.hold_from = 6
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "overseer", "batch", str(requests), "-o", str(out)),
+                *flags(fake.url, "-q", "--concurrency", "2"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        state.wait_held(2)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        state.release.set()
+    assert process.returncode == 130, stderr
+    assert "interrupted; run the same command again" in stderr and "Traceback" not in stderr
+    done = {line["id"] for line in read_output(out)}
+    assert done <= {f"id-{n}" for n in range(1, 6)} and len(done) >= 3  # the last may be unwritten
+    with batch_server() as (fake, state):
+        rerun = run_cli("batch", str(requests), "-o", str(out), *flags(fake.url, "-q"))
+    assert rerun.returncode == 1
+    assert {f"id-{name.split('-')[1]}" for name in state.planned} == set(ids) - done
+    assert sorted(line["id"] for line in read_output(out)) == sorted(ids)

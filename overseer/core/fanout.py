@@ -17,6 +17,10 @@ from typing import Generic, TypeVar
 
 __all__ = ["fan_out"]
 
+WAIT_SLICE_S = 0.2
+"""The consumer waits in slices: the kernel may hand SIGINT to any thread, and a main thread
+in one untimed wait would not notice it until the next result (as in ``engine.py``)."""
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -78,7 +82,11 @@ def _results(fn: Callable[[T], R], feed: _Feed[T], concurrency: int) -> Generato
     live = concurrency
     try:
         while live:
-            message = inbox.get()
+            try:
+                message = inbox.get(timeout=WAIT_SLICE_S)
+            except queue.Empty:
+                continue  # back in Python code: a pending Ctrl-C is raised here
+
             if isinstance(message, _Exhausted):
                 live -= 1
             elif isinstance(message, _Failure):

@@ -91,8 +91,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     output = OutputFile(args.output)
     todo = [item for item in source.items if item.key not in output.prior.succeeded]
     progress = _progress(args, len(todo), len(source.items) - len(todo))
-    with output:
-        failed = _run(settings, todo, output, progress, cluster)
+    try:
+        with output:
+            failed = _run(settings, todo, output, progress, cluster)
+    except KeyboardInterrupt:
+        say("interrupted; run the same command again to continue the batch")
+        return EXIT_INTERRUPTED
     if source.problems:
         return EXIT_CONFIG
     return EXIT_RUN_FAILED if failed else EXIT_OK
@@ -126,11 +130,8 @@ def _run(
             failed += not finished.ok
             if progress is not None:
                 progress.finished(finished.ok, finished.tokens)
-    except KeyboardInterrupt:
+    finally:
         _stop(progress)
-        say("interrupted; run the same command again to continue the batch")
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    _stop(progress)
     return failed
 
 

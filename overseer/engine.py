@@ -11,7 +11,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -25,6 +25,7 @@ from overseer.core.executor import Executor
 from overseer.core.fanout import fan_out
 from overseer.core.gate import Gate
 from overseer.core.plan import Plan, Step
+from overseer.core.pool import WorkerPool
 from overseer.core.report import RunReport, Timing
 from overseer.core.results import RunOutcome, StepRecord
 from overseer.core.scheduler import critical_path
@@ -92,6 +93,8 @@ class Overseer:
         self._gate: Gate | None = None
         self._gate_caps: dict[str, int] = {}
         self._gate_lock = threading.Lock()
+        self._pool: WorkerPool | None = None
+        self._pool_users = 0
         self.journal = journal_for(journal, self.settings.journal)
         if self.journal is not None:  # every run is recorded unless journal=False
             self.journal.attach(self.bus)
@@ -121,6 +124,26 @@ class Overseer:
                 self._gate = Gate(self.settings.run.max_workers, caps)
                 self._gate_caps = dict(caps)
             return self._gate
+
+    @contextmanager
+    def shared_threads(self) -> Iterator[None]:
+        """While open, every run takes its step threads from one pool of ``max_workers``
+        threads instead of starting a pool of its own, so that many runs at once (``batch``)
+        need ``max_workers`` threads in all, not each (steps queue there, as in the gate)."""
+        with self._gate_lock:
+            self._pool_users += 1
+            if self._pool is None:
+                self._pool = WorkerPool(self.settings.run.max_workers)
+        try:
+            yield
+        finally:
+            with self._gate_lock:
+                self._pool_users -= 1
+                pool = self._pool if self._pool_users == 0 else None
+                if pool is not None:
+                    self._pool = None
+            if pool is not None:
+                pool.shutdown()
 
     def subscribe(self, subscriber: Callable[[Event], None]) -> Callable[[], None]:
         """Receive every event of every run; returns a function that unsubscribes."""
@@ -192,7 +215,8 @@ class Overseer:
         yield their reports as they finish. The runs share one set of caps (``max_workers``,
         each tool's ``max_concurrency``); a request that fails yields a failed report."""
         width = concurrency or self.settings.batch.concurrency
-        return fan_out(partial(self.run_settled, batch_id=batch_id), requests, width)
+        with self.shared_threads():
+            yield from fan_out(partial(self.run_settled, batch_id=batch_id), requests, width)
 
 
 class _Run:
@@ -270,6 +294,7 @@ class _Run:
             max_tokens=run.max_tokens,
             step_retries=run.step_retries,
             t0=self.t0,
+            pool=self.owner._pool,  # shared while a batch runs, else the run's own
         )
 
     def _run_step(self, step: Step, inputs: Mapping[str, str], ctx: CallContext) -> ToolResult:

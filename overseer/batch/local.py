@@ -1,9 +1,10 @@
 """The requests of a batch on threads of this process, all through one engine.
 
 One ``Overseer`` runs ``concurrency`` requests at once (``run()`` is safe from several threads);
-its runs share the engine's gate, so ``run.max_workers`` and every tool's ``max_concurrency``
-hold over the whole batch, not per request. Each run is recorded in the engine's journal, tagged
-with the batch id, as it happens.
+its runs share the engine's step threads (``shared_threads``) and its gate, so
+``run.max_workers`` and every tool's ``max_concurrency`` hold over the whole batch, not per
+request, and the batch needs ``max_workers`` step threads in all. Each run is recorded in the
+engine's journal, tagged with the batch id, as it happens.
 """
 
 from __future__ import annotations
@@ -34,4 +35,5 @@ def run_local(
         report = engine.run_settled(item.request, run_id=new_run_id(), batch_id=batch_id)
         return Finished(item, report)
 
-    return fan_out(one, items, concurrency)
+    with engine.shared_threads():
+        yield from fan_out(one, items, concurrency)

@@ -79,6 +79,7 @@ class EnginePlugin(WorkerPlugin):
         self.settings = settings
         self._engines: dict[str, Overseer] = {}
         self._lock: threading.Lock | None = None
+        self._threads = contextlib.ExitStack()  # each engine's shared step threads
 
     def __getstate__(self) -> dict[str, Any]:
         return {"name": self.name, "settings": self.settings}
@@ -94,6 +95,7 @@ class EnginePlugin(WorkerPlugin):
 
     def teardown(self, worker: Any) -> None:
         engines, self._engines = list(self._engines.values()), {}
+        self._threads.close()
         for engine in engines:
             engine.close()
 
@@ -104,6 +106,7 @@ class EnginePlugin(WorkerPlugin):
             engine = self._engines.get(key)
             if engine is None:
                 engine = Overseer(Settings.model_validate(settings), journal=False)
+                self._threads.enter_context(engine.shared_threads())  # one pool, all its tasks
                 self._engines[key] = engine
             return engine
 

@@ -11,8 +11,8 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
@@ -24,12 +24,21 @@ from overseer.config import Settings, load_settings
 from overseer.config.templates import render
 from overseer.core.cancel import CancelToken
 from overseer.core.executor import Executor
+from overseer.core.fanout import fan_out
+from overseer.core.gate import Gate
 from overseer.core.plan import Plan, Step
+from overseer.core.pool import WorkerPool
 from overseer.core.report import RunReport, Timing
 from overseer.core.results import RunOutcome, StepRecord
 from overseer.core.scheduler import critical_path
 from overseer.core.toolbase import CallContext, ToolResult
-from overseer.errors import BackendError, PermanentBackendError, PlanError
+from overseer.errors import (
+    EXIT_CONFIG,
+    BackendError,
+    OverseerError,
+    PermanentBackendError,
+    PlanError,
+)
 from overseer.events import (
     Event,
     EventBus,
@@ -46,10 +55,17 @@ from overseer.nodes.kinds import build_registry
 from overseer.planning.planner import Planner, PlanResult
 from overseer.planning.session import PlanningSession, SessionState, plan_within
 from overseer.tools.registry import ToolFactory, ToolRegistry
-from overseer.tools.services import RunServices
+from overseer.tools.services import RunServices, TokenMeter
 from overseer.usage import Usage
 
-__all__ = ["RECORDED_SETTINGS", "Overseer", "run_settings"]
+__all__ = [
+    "RECORDED_SETTINGS",
+    "Overseer",
+    "failed_report",
+    "is_configuration_error",
+    "new_run_id",
+    "run_settings",
+]
 
 T = TypeVar("T")
 
@@ -86,6 +102,11 @@ class Overseer:
             self.close()
             raise
         self.bus = bus or EventBus()
+        self._gate: Gate | None = None
+        self._gate_caps: dict[str, int] = {}
+        self._gate_lock = threading.Lock()
+        self._pool: WorkerPool | None = None
+        self._pool_users = 0
         self.journal = journal_for(journal, self.settings.journal)
         if self.journal is not None:  # every run is recorded unless journal=False
             self.journal.attach(self.bus)
@@ -104,6 +125,37 @@ class Overseer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def shared_gate(self) -> Gate:
+        """The one gate every run of this engine holds its slots in, so that runs going on at
+        once (``batch``) share ``max_workers`` and the tools' caps; rebuilt when the registry's
+        caps changed (a tool registered since)."""
+        caps = self.registry.caps()
+        with self._gate_lock:
+            if self._gate is None or caps != self._gate_caps:
+                self._gate = Gate(self.settings.run.max_workers, caps)
+                self._gate_caps = dict(caps)
+            return self._gate
+
+    @contextmanager
+    def shared_threads(self) -> Iterator[None]:
+        """While open, every run takes its step threads from one pool of ``max_workers``
+        threads instead of starting a pool of its own, so that many runs at once (``batch``)
+        need ``max_workers`` threads in all, not each (steps queue there, as in the gate)."""
+        with self._gate_lock:
+            self._pool_users += 1
+            if self._pool is None:
+                self._pool = WorkerPool(self.settings.run.max_workers)
+        try:
+            yield
+        finally:
+            with self._gate_lock:
+                self._pool_users -= 1
+                pool = self._pool if self._pool_users == 0 else None
+                if pool is not None:
+                    self._pool = None
+            if pool is not None:
+                pool.shutdown()
 
     def subscribe(self, subscriber: Callable[[Event], None]) -> Callable[[], None]:
         """Receive every event of every run; returns a function that unsubscribes."""
@@ -148,9 +200,12 @@ class Overseer:
         plan: Plan | None = None,
         run_id: str | None = None,
         prior: Mapping[str, StepRecord] | None = None,
+        batch_id: str | None = None,
     ) -> RunReport:
-        """Plan (unless ``plan`` is given), run every step, and compose the answer."""
-        run = _Run(self, request, run_id or new_run_id())
+        """Plan (unless ``plan`` is given), run every step, and compose the answer.
+
+        Safe to call from several threads at once; the runs share this engine's caps."""
+        run = _Run(self, request, run_id or new_run_id(), batch_id)
         return run.execute(context, plan, prior)
 
     def resume(self, stored: Any) -> RunReport:
@@ -166,18 +221,54 @@ class Overseer:
         plan = stored.plan if stored.plan is not None and stored.plan.steps else None
         return run.execute("", plan, stored.prior, resumed)
 
+    def run_settled(
+        self, request: str, *, run_id: str | None = None, batch_id: str | None = None
+    ) -> RunReport:
+        """``run()``, but a request that ends without a report (no plan could be had, the
+        backend gave up) gives a failed report saying why, so that one bad request of many is
+        a result, not a crash. Configuration errors and Ctrl-C still raise."""
+        run_id = run_id or new_run_id()
+        try:
+            return self.run(request, run_id=run_id, batch_id=batch_id)
+        except OverseerError as exc:
+            if is_configuration_error(exc):
+                raise
+            return failed_report(run_id, request, str(exc) or type(exc).__name__)
+
+    def batch(
+        self,
+        requests: Iterable[str],
+        *,
+        concurrency: int | None = None,
+        batch_id: str | None = None,
+    ) -> Iterator[RunReport]:
+        """Run many requests, ``concurrency`` at once (``batch.concurrency`` by default), and
+        yield their reports as they finish. The runs share one set of caps (``max_workers``,
+        each tool's ``max_concurrency``); a request that fails yields a failed report."""
+        width = concurrency or self.settings.batch.concurrency
+        with self.shared_threads():
+            yield from fan_out(partial(self.run_settled, batch_id=batch_id), requests, width)
+
 
 class _Run:
     """One request from start to finish."""
 
-    def __init__(self, owner: Overseer, request: str, run_id: str) -> None:
+    def __init__(
+        self, owner: Overseer, request: str, run_id: str, batch_id: str | None = None
+    ) -> None:
         self.owner = owner
         self.request = request
         self.run_id = run_id
+        self.batch_id = batch_id
         self.bus = owner.bus.for_run(run_id)  # every event of this run carries its id
         self.t0 = time.monotonic()
-        self.services = RunServices.for_run(
-            owner.settings, owner.registry, self.bus, self.t0, run_id
+        self.services = RunServices(
+            registry=owner.registry,
+            bus=self.bus,
+            gate=owner.shared_gate(),
+            settings=owner.settings,
+            t0=self.t0,
+            meter=TokenMeter(run_id),
         )
         self.descriptions: dict[str, str] = {}
         self.extra_usage = Usage()
@@ -207,7 +298,15 @@ class _Run:
         prior: Mapping[str, StepRecord] | None,
         resumed: Resumed,
     ) -> RunReport:
-        self.bus.emit(RunStarted(0.0, self.run_id, self.request, settings=self.owner.run_settings))
+        self.bus.emit(
+            RunStarted(
+                0.0,
+                self.run_id,
+                self.request,
+                settings=self.owner.run_settings,
+                batch_id=self.batch_id,
+            )
+        )
         executor = self._executor()
         executor.warm()
         session = PlanningSession(
@@ -258,6 +357,7 @@ class _Run:
             max_tokens=run.max_tokens,
             step_retries=run.step_retries,
             t0=self.t0,
+            pool=self.owner._pool,  # shared while a batch runs, else the run's own
         )
 
     def _run_step(self, step: Step, inputs: Mapping[str, str], ctx: CallContext) -> ToolResult:
@@ -545,6 +645,19 @@ def wait_interruptibly(done: threading.Event) -> None:
     one untimed wait would sleep on until the run ended by itself. Each slice acts on the flag."""
     while not done.wait(SIGNAL_CHECK_S):
         continue
+
+
+def failed_report(run_id: str, request: str, reason: str) -> RunReport:
+    """The report of a run that ended before it had a plan: failed, no steps, ``reason``."""
+    outcome = RunOutcome(status="failed", reason=reason)
+    return RunReport(run_id=run_id, request=request, plan=Plan(steps=()), outcome=outcome)
+
+
+def is_configuration_error(exc: OverseerError) -> bool:
+    """An error every request would meet again (bad configuration, key or model)."""
+    if isinstance(exc, PermanentBackendError):
+        return exc.is_configuration
+    return exc.exit_code == EXIT_CONFIG
 
 
 def new_run_id() -> str:

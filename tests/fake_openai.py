@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import socket
 import sys
 import threading
 import time
@@ -112,6 +113,7 @@ class FakeOpenAI:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # many clients connecting at once (batches) are all accepted
     fake: FakeOpenAI
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -126,6 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: tests read ``FakeOpenAI.requests`` instead."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") != "/v1/models":

@@ -32,6 +32,7 @@ from overseer.errors import ConfigError
 
 __all__ = [
     "BackendSettings",
+    "BatchSettings",
     "ChatSettings",
     "LocalSettings",
     "PlannerSettings",
@@ -155,6 +156,13 @@ class LocalSettings(_Frozen):
     repeat_penalty: float = Field(1.1, ge=0.0, le=10.0)
 
 
+class BatchSettings(_Frozen):
+    """``overseer batch``: requests at once, and the Dask cluster to run them on (if any)."""
+
+    concurrency: int = Field(4, ge=1, le=1024)
+    cluster: str | None = None
+
+
 class Settings(_Frozen):
     backend: BackendSettings = BackendSettings()
     planner: PlannerSettings = PlannerSettings()
@@ -162,6 +170,7 @@ class Settings(_Frozen):
     local: LocalSettings = LocalSettings()
     chat: ChatSettings = ChatSettings()
     nodes: NodeSettings = NodeSettings()
+    batch: BatchSettings = BatchSettings()
     tools: tuple[ToolSpec, ...] = ()
     journal: bool = True
     source: str = "defaults"

@@ -134,6 +134,18 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return cmd_resume(args)
 
 
+def _batch_parser() -> argparse.ArgumentParser:
+    from overseer.interfaces.batch import batch_parser
+
+    return batch_parser()
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from overseer.interfaces.batch import cmd_batch
+
+    return cmd_batch(args)
+
+
 def _doctor_parser() -> argparse.ArgumentParser:
     from overseer.interfaces.doctor import parser
 
@@ -152,6 +164,7 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Handler]] = {
     "resume": (_resume_parser, _cmd_resume),
     "chat": (_chat_parser, _cmd_chat),
     "doctor": (_doctor_parser, _cmd_doctor),
+    "batch": (_batch_parser, _cmd_batch),
 }
 
 

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
 from overseer.events import (
@@ -52,7 +53,7 @@ from overseer.events import (
 )
 from overseer.interfaces.safe_text import visible
 
-__all__ = ["REFRESH_PER_SECOND", "Display", "closing_line", "use_rich"]
+__all__ = ["REFRESH_PER_SECOND", "BatchProgress", "Display", "closing_line", "use_rich"]
 
 REFRESH_PER_SECOND = 10.0
 """How often the live tree is redrawn (by rich's refresh thread, never by an event)."""
@@ -519,4 +520,107 @@ def closing_line(event: RunFinished) -> str:
         f"run {event.status}{why} in {t.wall_s:.2f}s · steps {t.steps_sum_s:.2f}s in all · "
         f"critical path {t.critical_path_s:.2f}s · plan {t.plan_s:.2f}s · "
         f"{u.total_tokens} tokens ({u.prompt_tokens} in, {u.completion_tokens} out)"
+    )
+
+
+class BatchProgress:
+    """The progress of ``overseer batch`` on stderr: a bar on a terminal (done, failed, running,
+    tokens, ETA), else a plain line at most every ``interval`` seconds; then a closing line.
+
+    ``started``/``finished`` may be called from any thread."""
+
+    def __init__(
+        self,
+        total: int,
+        stream: IO[str] | None = None,
+        *,
+        skipped: int = 0,
+        live: bool | None = None,
+        interval: float = 5.0,
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.total, self.skipped, self.interval = total, skipped, interval
+        self.done = self.failed = self.running = self.tokens = 0
+        self._lock = threading.Lock()
+        self._t0 = time.monotonic()
+        self._last_line = self._t0
+        live_mode = use_rich(self.stream) if live is None else live
+        self._progress = _batch_bar(self.stream) if live_mode else None
+        self._task = (
+            self._progress.add_task("batch", total=total, stats="") if self._progress else None
+        )
+
+    def start(self) -> BatchProgress:
+        if self._progress is not None:
+            self._progress.start()
+        elif self.skipped:
+            self._write(f"skipping {self.skipped} requests that already succeeded")
+        return self
+
+    def started(self) -> None:
+        with self._lock:
+            self.running += 1
+            self._refresh()
+
+    def finished(self, ok: bool, tokens: int) -> None:
+        with self._lock:
+            self.running = max(0, self.running - 1)
+            self.done += 1
+            self.failed += not ok
+            self.tokens += tokens
+            self._refresh()
+            now = time.monotonic()
+            if self._progress is None and (now - self._last_line >= self.interval):
+                self._last_line = now
+                self._write(self._plain())
+
+    def stop(self) -> str:
+        """Take the bar down and write the closing line, which is also returned."""
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()
+                self._progress = None
+            line = self.closing_line()
+            self._write(line)
+            return line
+
+    def closing_line(self) -> str:
+        wall = time.monotonic() - self._t0
+        rate = self.done / wall * 60 if wall > 0 else 0.0
+        skipped = f", {self.skipped} skipped (done before)" if self.skipped else ""
+        return (
+            f"batch: {self.done} of {self.total} requests ({self.done - self.failed} succeeded, "
+            f"{self.failed} failed{skipped}) in {wall:.2f}s · {rate:.1f} requests/min · "
+            f"{self.tokens} tokens"
+        )
+
+    def _refresh(self) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=self.done, stats=self._stats())
+
+    def _stats(self) -> str:
+        return f"{self.failed} failed · {self.running} running · {self.tokens} tokens"
+
+    def _plain(self) -> str:
+        wall = time.monotonic() - self._t0
+        left = self.total - self.done
+        eta = f" · ETA {wall / self.done * left:.0f}s" if self.done and left else ""
+        return f"[{wall:7.2f}s] {self.done}/{self.total} done · {self._stats()}{eta}"
+
+    def _write(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _batch_bar(stream: IO[str]) -> Progress:
+    console = Console(file=stream, highlight=False)
+    return Progress(
+        TextColumn("batch"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     )

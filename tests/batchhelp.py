@@ -20,7 +20,7 @@ from typing import Any
 
 from tests.clihelp import role_of, user_text
 from tests.fake_openai import FakeOpenAI, FakeReply
-from tests.fakes import plan_json
+from tests.fakes import JOIN_ANSWER, plan_json
 
 _NAME = re.compile(r"req-\d+")
 
@@ -74,6 +74,8 @@ class BatchServer:
             return self._plan(body, name)
         if kind == "answer":
             return f"THE ANSWER for {name}"
+        if kind == "join":  # the joiner after each round: no step, no tool cap; it answers
+            return JOIN_ANSWER
         return self._step(body, name)
 
     def _plan(self, body: dict[str, Any], name: str) -> FakeReply | str:

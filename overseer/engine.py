@@ -577,9 +577,9 @@ def _run_with_session(
         run.start("overseer-run")
         planning.start("overseer-plan")
         wait_interruptibly(run.done)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (``Terminated`` says which)
         session.stop()
-        executor.cancel("interrupted by the user")
+        executor.cancel(_interrupt_reason(exc))
         run.run_here()  # does nothing unless the helper never began
         run.done.wait()
         _settle(planning)
@@ -598,23 +598,6 @@ def _settle(planning: _Background[Any]) -> None:
     """Wait for the session to wind down (its calls are aborted); never run it here."""
     if not planning.forestall():
         planning.done.wait(CANCEL_JOIN_S)
-
-
-def _run_interruptibly(
-    executor: Executor, plan: Plan, prior: Mapping[str, StepRecord] | None
-) -> RunOutcome:
-    """Run on a helper thread so Ctrl-C in the main thread cancels the run cleanly. When Ctrl-C
-    comes while the helper is still starting, the main thread runs it (cancelled: it ends at once).
-    """
-    job = _Background(lambda: executor.run(plan, prior))
-    try:
-        job.start("overseer-run")
-        wait_interruptibly(job.done)
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (``Terminated`` says which)
-        executor.cancel(_interrupt_reason(exc))
-        job.run_here()  # does nothing unless the helper never began
-        job.done.wait()
-    return job.result()
 
 
 def call_interruptibly(call: Callable[[], T], cancel: threading.Event) -> T:

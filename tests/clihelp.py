@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -32,6 +33,14 @@ JOIN_ANSWER = FakeReply(
     usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
 )
 """The joiner's "answer", free of tokens, so that figures written before it still add up."""
+
+
+_PROGRESS = re.compile(r"^\[\s*\d+(\.\d+)?s\] ")
+
+
+def problem_lines(stderr: str) -> list[str]:
+    """stderr less the display's progress lines ("[   0.01s] planning…"): what a failure said."""
+    return [line for line in stderr.strip().splitlines() if not _PROGRESS.match(line)]
 
 
 def role_of(body: Mapping[str, Any]) -> str:

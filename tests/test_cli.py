@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.clihelp import SHARED_FLAGS, json_out, responder, role_of, run_cli, user_text
+from tests.clihelp import (
+    SHARED_FLAGS,
+    json_out,
+    problem_lines,
+    responder,
+    role_of,
+    run_cli,
+    user_text,
+)
 from tests.fake_openai import FakeOpenAI, FakeReply
 from tests.fakes import plan_json
 
@@ -212,7 +220,7 @@ def test_a_broken_config_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     broken.write_text("run:\n  max_workers: [1,\n")
     result = run_cli("x", "--config", str(broken))
     assert result.returncode == 2
-    [line] = result.stderr.strip().splitlines()
+    [line] = problem_lines(result.stderr)
     assert str(broken) in line and "YAML" in line
 
 
@@ -223,7 +231,7 @@ def test_a_bad_config_value_is_one_line_and_exit_2(tmp_path: Path) -> None:
         "x", env={"OVERSEER_CONFIG": str(bad), "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
     )
     assert result.returncode == 2
-    [line] = result.stderr.strip().splitlines()
+    [line] = problem_lines(result.stderr)
     assert "run.on_error" in line and "'sometimes'" in line
 
 
@@ -237,7 +245,7 @@ def test_a_rejected_key_is_a_configuration_error_without_the_key() -> None:
     assert result.returncode == 2
     assert sent == f"Bearer {KEY}"
     assert KEY not in result.stderr and KEY not in result.stdout
-    [line] = result.stderr.strip().splitlines()
+    [line] = problem_lines(result.stderr)
     assert "401" in line
 
 
@@ -249,7 +257,7 @@ def test_a_server_answering_garbage_is_one_clear_line() -> None:
     with FakeOpenAI(respond) as fake:
         result = run_cli("x", *base(fake, *cfg))
     assert result.returncode == 3
-    [line] = result.stderr.strip().splitlines()
+    [line] = problem_lines(result.stderr)
     assert line.startswith("overseer: error: no plan could be obtained")
 
 
@@ -257,7 +265,7 @@ def test_an_unreachable_server_is_one_clear_line() -> None:
     cfg = ["--config", str(Path(__file__).parent / "data" / "fast_retry.yaml")]
     result = run_cli("x", "--base-url", "http://127.0.0.1:9/v1", *cfg)
     assert result.returncode == 3
-    [line] = result.stderr.strip().splitlines()
+    [line] = problem_lines(result.stderr)
     assert "127.0.0.1:9" in line or "connect" in line.lower()
 
 

@@ -568,6 +568,9 @@ def _costly(plan_tokens: int) -> Callable[[dict[str, Any]], FakeReply | str]:
 
 
 def test_the_tokens_already_spent_count_against_the_budget_on_resume(tmp_path: Path) -> None:
+    # plan-then-run: a streamed plan's tokens are known only when its stream ends, by which time
+    # its first step may be running; this test needs the plan's 1000 tokens spent before any step
+    _plan_first(tmp_path)
     with FakeOpenAI(_costly(1000)) as fake:
         spent = cli("jokes", *flags(fake, "--max-tokens", "1"), cwd=tmp_path)
         run_id = only_run_id()

@@ -23,6 +23,7 @@ __all__ = [
     "group_warnings",
     "parse_plan",
     "plan_json_schema",
+    "pydantic_summary",
     "shown",
 ]
 
@@ -238,11 +239,12 @@ def _parse_steps(raw_steps: list[Any]) -> tuple[list[Step], list[str]]:
         try:
             steps.append(Step.model_validate(raw))
         except ValidationError as exc:
-            problems.append(f"step #{index} is malformed: {_pydantic_summary(exc)}")
+            problems.append(f"step #{index} is malformed: {pydantic_summary(exc)}")
     return steps, problems
 
 
-def _pydantic_summary(exc: ValidationError) -> str:
+def pydantic_summary(exc: ValidationError) -> str:
+    """One line per field a step got wrong, without pydantic's 'Value error, ' prefix."""
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "step"

@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from overseer.core.plan import Step
+from overseer.core.plan import Step, pydantic_summary
 from overseer.errors import PlanValidationError
 from overseer.planning.jsontext import extract_json
 
@@ -180,7 +180,7 @@ class StepGate:
         try:
             step = Step.model_validate(raw)
         except ValidationError as exc:
-            return self._refuse([f"step #{number} is malformed: {_summary(exc)}"])
+            return self._refuse([f"step #{number} is malformed: {pydantic_summary(exc)}"])
         if step in self.accepted:
             return Verdict(skipped=True)
         if len(self.accepted) >= self.limit:
@@ -228,14 +228,6 @@ def _bad_dependency(step_id: str, dep: str) -> str:
         f"step {step_id!r} depends on {dep!r}, which is not a step before it (list each step "
         "after the steps it needs, so that no dependency cycle can form)"
     )
-
-
-def _summary(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "step"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -116,8 +116,7 @@ def test_ctrl_c_before_the_run_thread_began_still_cancels_and_runs_nothing(
 
     monkeypatch.setattr(engine_module, "threading", threading_with(NeverStarts))
     executor = Executor(runner, bus=EventBus())
-    plan = parse_plan(QUICK_PLAN, ["general"])
-    outcome = engine_module._run_interruptibly(executor, plan, None)
+    outcome = _run_planned(executor)
     assert outcome.status == "cancelled" and ran == []
     assert outcome.steps["quick"].status == "cancelled"
 
@@ -140,10 +139,28 @@ def test_ctrl_c_while_the_run_thread_is_starting_is_a_cancel_too(
 
     monkeypatch.setattr(engine_module, "threading", threading_with(InterruptedAfterStart))
     executor = Executor(runner, bus=EventBus(), cancel_grace=0)
-    plan = parse_plan(QUICK_PLAN, ["general"])
-    outcome = engine_module._run_interruptibly(executor, plan, None)
+    outcome = _run_planned(executor)
     gate.set()
     assert outcome.status == "cancelled"
 
 
 QUICK_PLAN = [{"step_id": "quick", "description": "Say hi", "tool": "general"}]
+
+
+class _PlannedSession:
+    """Stands in for the planning session of a plan that had fully arrived: a step was
+    accepted, so a Ctrl-C ends the run cancelled instead of going on up."""
+
+    accepted = 1
+
+    def stop(self) -> None:
+        return None
+
+
+def _run_planned(executor: Executor) -> Any:
+    """The engine's run path (executor and planning session on helper threads) for QUICK_PLAN."""
+    for step in parse_plan(QUICK_PLAN, ["general"]).steps:
+        executor.add_step(step)
+    executor.close()
+    session = cast(Any, _PlannedSession())
+    return engine_module._run_with_session(executor, session, lambda: None, None)

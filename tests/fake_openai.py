@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["FakeOpenAI", "FakeReply", "Responder", "echo_responder"]
 
@@ -55,27 +55,21 @@ def echo_responder(body: dict[str, Any]) -> FakeReply:
     return FakeReply(content=f"echo: {messages[-1].get('content', '')}")
 
 
-class FakeOpenAI:
-    """The server; a context manager that starts and stops it."""
+class ServedInThread:
+    """Serves ``self._server`` on a daemon thread: ``start``/``stop``, or use it as a context
+    manager. ``url`` is the base URL a client takes, ending in ``/v1``."""
 
-    def __init__(self, responder: Responder, *, port: int = 0) -> None:
-        self.responder = responder
-        self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", port), _Handler)
-        self._server.fake = self
-        self._thread: threading.Thread | None = None
+    _server: ThreadingHTTPServer
+    _thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        """The base URL to give a client, ending in ``/v1``."""
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/v1"
 
-    def start(self) -> FakeOpenAI:
+    def start(self) -> Self:
         serve = functools.partial(self._server.serve_forever, poll_interval=_POLL_INTERVAL)
-        self._thread = threading.Thread(target=serve, daemon=True, name="fake-openai")
+        self._thread = threading.Thread(target=serve, daemon=True, name=type(self).__name__)
         self._thread.start()
         return self
 
@@ -86,7 +80,7 @@ class FakeOpenAI:
             self._thread = None
         self._server.server_close()
 
-    def __enter__(self) -> FakeOpenAI:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -96,6 +90,18 @@ class FakeOpenAI:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class FakeOpenAI(ServedInThread):
+    """The server; a context manager that starts and stops it."""
+
+    def __init__(self, responder: Responder, *, port: int = 0) -> None:
+        self.responder = responder
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", port), _Handler)
+        self._server.fake = self
 
     def _record(self, body: dict[str, Any], headers: dict[str, str]) -> None:
         with self._lock:

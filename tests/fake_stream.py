@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from tests.fake_openai import ServedInThread
 
 __all__ = ["FakeStream", "Hold", "Script", "Streamed", "pieces_of"]
 
@@ -85,7 +86,7 @@ class _Log:
         self.changed = threading.Condition(self.lock)
 
 
-class FakeStream:
+class FakeStream(ServedInThread):
     """The server; a context manager. ``url`` ends in ``/v1``."""
 
     def __init__(self, script: Script) -> None:
@@ -94,12 +95,6 @@ class FakeStream:
         self.piece_times: list[tuple[float, str]] = []  # (when sent, piece) of every stream
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -120,31 +115,6 @@ class FakeStream:
             return self.log.changed.wait_for(
                 lambda: any(test(a.body) for a in self.log.arrivals), timeout
             )
-
-    def start(self) -> FakeStream:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> FakeStream:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _arrived(self, body: dict[str, Any]) -> None:
         with self.log.changed:

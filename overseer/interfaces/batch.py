@@ -16,7 +16,13 @@ from overseer.batch.inputs import BatchInput, BatchItem, read_input
 from overseer.batch.output import OutputFile
 from overseer.batch.results import Finished
 from overseer.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, UsageError
-from overseer.interfaces.common import Parser, add_common_flags, say, settings_from_args
+from overseer.interfaces.common import (
+    Parser,
+    add_common_flags,
+    positive_int,
+    say,
+    settings_from_args,
+)
 
 __all__ = ["batch_parser", "check_cluster_address", "cmd_batch"]
 
@@ -24,16 +30,6 @@ DASK_MISSING = (
     "--cluster needs Dask's distributed scheduler, which is not installed: "
     "pip install 'overseer[dask]' (or pip install distributed)"
 )
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return value
 
 
 def batch_parser() -> argparse.ArgumentParser:
@@ -50,7 +46,7 @@ def batch_parser() -> argparse.ArgumentParser:
         help="results file (default stdout); "
         "running again with the same file skips what already succeeded",
     )
-    parser.add_argument("--concurrency", type=_positive, metavar="N", help="requests at once")
+    parser.add_argument("--concurrency", type=positive_int, metavar="N", help="requests at once")
     parser.add_argument(
         "--cluster",
         metavar="ADDRESS",

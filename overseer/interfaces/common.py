@@ -15,8 +15,10 @@ from overseer.interfaces.safe_text import json_safe, visible
 __all__ = [
     "Parser",
     "add_common_flags",
+    "count",
     "make_display",
     "make_engine",
+    "positive_int",
     "print_json",
     "print_report",
     "say",
@@ -28,10 +30,10 @@ class Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing usage and exiting, so errors stay one line."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see 'overseer --help')")
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -56,7 +58,7 @@ def _number(text: str, kind: Callable[[str], Any]) -> Any:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
 
 
-def _count(text: str) -> int:
+def count(text: str) -> int:
     value = _number(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, got {text!r}")
@@ -69,14 +71,14 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", metavar="URL", help="OpenAI-compatible server URL")
     parser.add_argument("--model", metavar="NAME", help="model for the steps")
     parser.add_argument("--planner-model", metavar="NAME", help="model for plans and the answer")
-    parser.add_argument("--max-workers", type=_positive_int, metavar="N", help="steps at once")
+    parser.add_argument("--max-workers", type=positive_int, metavar="N", help="steps at once")
     parser.add_argument(
         "--step-timeout", type=_positive_float, metavar="SECONDS", help="per step; inf: none"
     )
     parser.add_argument("--on-error", choices=["fail-fast", "continue"])
-    parser.add_argument("--max-tokens", type=_positive_int, metavar="N", help="token budget")
+    parser.add_argument("--max-tokens", type=positive_int, metavar="N", help="token budget")
     parser.add_argument(
-        "--max-replans", type=_count, metavar="N", help="new planning rounds after the first"
+        "--max-replans", type=count, metavar="N", help="new planning rounds after the first"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")

@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from overseer.errors import EXIT_OK, EXIT_RUN_FAILED, OverseerError, UsageError
+from overseer.errors import EXIT_OK, EXIT_RUN_FAILED, OverseerError
+from overseer.interfaces.common import Parser
 
 if TYPE_CHECKING:
     from urllib.error import HTTPError
@@ -42,17 +43,10 @@ class Check:
         return f"  {self.name:<9} {self.status:<5} {self.detail}"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting, so errors stay one line."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see 'overseer doctor --help')")
-
-
 def parser() -> argparse.ArgumentParser:
     from overseer.interfaces.common import add_common_flags
 
-    made = _Parser(prog="overseer doctor", description="Check that overseer can run here.")
+    made = Parser(prog="overseer doctor", description="Check that overseer can run here.")
     add_common_flags(made)  # the shared flags, so a command line can be checked as it is run
     return made
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from overseer.errors import OverseerError, UsageError
-from overseer.interfaces.common import print_json, say
+from overseer.interfaces.common import Parser, count, print_json, say
 from overseer.interfaces.safe_text import visible
 
 if TYPE_CHECKING:
@@ -36,34 +36,17 @@ _HEAD_WIDTH = 100
 _SHOW_FORMATS = ("text", "json", "mermaid", "dot")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting, so errors stay one line."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
-    return value
-
-
 # -- parsers -------------------------------------------------------------------------------------
 
 
 def runs_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="overseer runs",
         description="List the recorded runs, newest first. 'overseer runs show ID' shows one.",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list on stdout")
     parser.add_argument(
-        "--limit", type=_count, default=20, metavar="N", help="at most N runs (0: all; 20)"
+        "--limit", type=count, default=20, metavar="N", help="at most N runs (0: all; 20)"
     )
     parser.add_argument(
         "--batch", metavar="ID", help="only the runs of the batch ID ('overseer batch')"
@@ -88,7 +71,7 @@ def runs_parser() -> argparse.ArgumentParser:
 def resume_parser() -> argparse.ArgumentParser:
     from overseer.interfaces.common import add_common_flags
 
-    parser = _Parser(
+    parser = Parser(
         prog="overseer resume",
         description="Continue an interrupted or failed run: the steps that succeeded are not "
         "run again and their outputs are reused.",

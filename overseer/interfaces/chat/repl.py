@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -25,10 +25,10 @@ from prompt_toolkit.output import Output as TerminalOutput
 from prompt_toolkit.output import create_output
 
 from overseer.backends.chat import ChatClient
-from overseer.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+from overseer.errors import EXIT_INTERRUPTED, EXIT_OK
 from overseer.interfaces.chat.commands import COMMANDS, LEAVE, Commands, JournalWarnings, Output
 from overseer.interfaces.chat.session import ChatSession, WatcherFactory
-from overseer.interfaces.common import add_common_flags, settings_from_args
+from overseer.interfaces.common import Parser, add_common_flags, settings_from_args
 from overseer.interfaces.display import Display
 from overseer.interfaces.signals import raise_if_terminated
 
@@ -47,15 +47,8 @@ HISTORY_FILE = "chat_history"
 WELCOME = "overseer chat: type a request; /help lists the commands; Ctrl-D leaves"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises ``UsageError`` (one line, exit 2) instead of printing usage."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see 'overseer chat --help')")
-
-
 def chat_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="overseer chat",
         description="Chat with overseer: each message is planned and run, and earlier turns "
         "are its context. Type /help inside for the commands.",

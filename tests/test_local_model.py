@@ -538,6 +538,14 @@ def test_settings_point_at_the_server_with_json_object_and_bounded_replies(
     assert settings.tools == base.tools
 
 
+def test_the_embedded_model_has_no_joiner_unless_asked(server: LocalServer) -> None:
+    plain = load_settings()
+    assert plain.planner.max_replans == 1  # a capable model's default
+    assert point_settings_at(plain, server).planner.max_replans == 0
+    asked = load_settings(overrides={"local.max_replans": 2, "planner.max_replans": 2})
+    assert point_settings_at(asked, server).planner.max_replans == 2  # --max-replans sets both
+
+
 def test_open_backend_leaves_a_configured_backend_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local_model, "local_server", _forbidden)
     settings = load_settings(overrides={"backend.base_url": "http://127.0.0.1:9/v1"})

@@ -273,6 +273,7 @@ def point_settings_at(settings: Settings, server: LocalServer) -> Settings:
             # Plans fit in 300-400 tokens; a runaway reply (whitespace the grammar allows, a
             # loop) ends here instead of at the context's end.
             "max_tokens": min(settings.planner.max_tokens, settings.local.plan_max_tokens),
+            "max_replans": settings.local.max_replans,
         }
     )
     return settings.model_copy(

@@ -153,6 +153,7 @@ class LocalSettings(_Frozen):
     request_timeout: float = Field(600.0, gt=0)  # replaces backend.request_timeout here
     max_tokens: int = Field(256, ge=16)
     plan_max_tokens: int = Field(512, ge=16)
+    max_replans: int = Field(0, ge=0, le=10)  # replaces planner.max_replans here
     repeat_penalty: float = Field(1.1, ge=0.0, le=10.0)
 
 

@@ -109,6 +109,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "run.on_error": getattr(args, "on_error", None),
         "run.max_tokens": getattr(args, "max_tokens", None),
         "planner.max_replans": getattr(args, "max_replans", None),
+        "local.max_replans": getattr(args, "max_replans", None),  # the flag wins there too
         "run.synthesize": False if getattr(args, "no_synthesize", False) else None,
     }
     return load_settings(getattr(args, "config", None), overrides, flags=_FLAGS)

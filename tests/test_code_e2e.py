@@ -64,18 +64,25 @@ def node_script(node: str = NODE, barrier: threading.Barrier | None = None) -> A
     return step
 
 
+def fruits(fake: FakeOpenAI, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``overseer "translate some fruits" --json`` against ``fake``, with a key in its
+    environment (which no node may see)."""
+    return run_cli(
+        "translate some fruits",
+        "--base-url",
+        fake.url,
+        *flags,
+        "--json",
+        "--quiet",
+        env={"OPENAI_API_KEY": KEY},
+        timeout=120,
+    )
+
+
 def test_a_code_step_runs_through_the_command() -> None:
     barrier = threading.Barrier(3, timeout=30)
     with FakeOpenAI(responder([PLAN], node_script(barrier=barrier))) as fake:
-        result = run_cli(
-            "translate some fruits",
-            "--base-url",
-            fake.url,
-            "--json",
-            "--quiet",
-            env={"OPENAI_API_KEY": KEY},
-            timeout=120,
-        )
+        result = fruits(fake)
     assert result.returncode == 0, result.stderr
     data = json_out(result)
     assert data["status"] == "succeeded" and data["answer"] == "THE ANSWER"
@@ -92,15 +99,7 @@ def test_a_code_step_runs_through_the_command() -> None:
 def test_a_node_that_keeps_failing_fails_the_run_with_its_error() -> None:
     broken = "```python\nimport json\nraise SystemExit('no fruit today')\n```"
     with FakeOpenAI(responder([PLAN], node_script(node=broken))) as fake:
-        result = run_cli(
-            "translate some fruits",
-            "--base-url",
-            fake.url,
-            "--json",
-            "--quiet",
-            env={"OPENAI_API_KEY": KEY},
-            timeout=120,
-        )
+        result = fruits(fake)
     assert result.returncode == 1, result.stderr
     data = json_out(result)
     step = data["steps"][1]
@@ -118,17 +117,7 @@ def test_a_looping_node_under_step_timeout_is_not_re_asked() -> None:
     """Issue 11: '--step-timeout 3' re-asked the model with no time left, then reported
     'timed out after 0.001s'."""
     with FakeOpenAI(responder([PLAN], node_script(node=LOOPING))) as fake:
-        result = run_cli(
-            "translate some fruits",
-            "--base-url",
-            fake.url,
-            "--step-timeout",
-            "3",
-            "--json",
-            "--quiet",
-            env={"OPENAI_API_KEY": KEY},
-            timeout=120,
-        )
+        result = fruits(fake, "--step-timeout", "3")
     data = json_out(result)
     error = data["steps"][1]["error"]
     assert "the step's timeout of 3s ran out" in error and "0.001" not in error, error
@@ -139,15 +128,7 @@ def test_a_looping_node_under_step_timeout_is_not_re_asked() -> None:
 def test_the_whole_traceback_is_kept_in_the_journal_not_in_the_error() -> None:
     deep = "```python\ndef f():\n    raise ValueError('bad fruit')\n\nf()\n```"
     with FakeOpenAI(responder([PLAN], node_script(node=deep))) as fake:
-        result = run_cli(
-            "translate some fruits",
-            "--base-url",
-            fake.url,
-            "--json",
-            "--quiet",
-            env={"OPENAI_API_KEY": KEY},
-            timeout=120,
-        )
+        result = fruits(fake)
     data = json_out(result)
     error = data["steps"][1]["error"]
     assert error.endswith("ValueError: bad fruit (node.py line 2)") and "\n" not in error

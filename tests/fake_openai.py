@@ -116,11 +116,13 @@ class FakeOpenAI(ServedInThread):
         return FakeReply(content=reply) if isinstance(reply, str) else reply
 
 
-class _Server(ThreadingHTTPServer):
+class LoopbackServer(ThreadingHTTPServer):
+    """A fake server that is not the bottleneck it measures: a listen backlog of 128 (many
+    clients connecting at once, as batches do, are all accepted) and no thread joined on close."""
+
     daemon_threads = True
     block_on_close = False
-    request_queue_size = 128  # many clients connecting at once (batches) are all accepted
-    fake: FakeOpenAI
+    request_queue_size = 128
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up (a timeout test, say) is expected; report anything else."""
@@ -128,16 +130,26 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive, TCP_NODELAY (no 40 ms Nagle stalls), no log lines: tests read what
+    the fake recorded instead."""
+
     protocol_version = "HTTP/1.1"
-    server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read ``FakeOpenAI.requests`` instead."""
+        """Quiet."""
 
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _Server(LoopbackServer):
+    fake: FakeOpenAI
+
+
+class _Handler(QuietHandler):
+    server: _Server
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") != "/v1/models":

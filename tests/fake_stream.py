@@ -16,10 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.fake_openai import ServedInThread
+from tests.fake_openai import LoopbackServer, QuietHandler, ServedInThread
 
 __all__ = ["FakeStream", "Hold", "Script", "Streamed", "pieces_of"]
 
@@ -131,10 +130,7 @@ class FakeStream(ServedInThread):
             self.piece_times.append((time.monotonic(), piece))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 128
+class _Server(LoopbackServer):
     fake: FakeStream
 
     def server_bind(self) -> None:
@@ -145,16 +141,8 @@ class _Server(ThreadingHTTPServer):
         """A client that hung up (a cancelled call) is expected."""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(QuietHandler):
     server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))

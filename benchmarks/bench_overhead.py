@@ -101,7 +101,10 @@ class FastServer:
                 if request is None:
                     return
                 method, path, body, buffer = request
-                conn.sendall(self._answer(method, path, body))
+                reply = self._answer(method, path, body)
+                conn.sendall(reply)
+                if b"Connection: close" in reply[:200]:
+                    return  # a stream ends when the connection does
 
     def _answer(self, method: str, path: str, body: bytes) -> bytes:
         if path.startswith("/v1/stats"):
@@ -112,7 +115,8 @@ class FastServer:
             return _http(200, json.dumps({"data": [{"id": "fake-model"}]}).encode())
         request = json.loads(body or b"{}")
         if request.get("response_format"):
-            reply = _http(200, _completion(json.dumps(_plan(self.steps, self.chain))))
+            plan = json.dumps(_plan(self.steps, self.chain))
+            reply = _sse(plan) if request.get("stream") else _http(200, _completion(plan))
             self._note("plan", time.time())
             return reply
         self._note("step", time.time())
@@ -153,6 +157,20 @@ def _http(status: int, body: bytes) -> bytes:
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body  # one write: headers and body together
+
+
+def _sse(content: str) -> bytes:
+    """A streamed reply in one write: the whole content in one chunk, then the usage, then DONE."""
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0}
+    base["model"] = "fake-model"
+    delta = {"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": None}
+    end = {"index": 0, "delta": {}, "finish_reason": "stop"}
+    usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    events = [{**base, "choices": [delta]}, {**base, "choices": [end]}]
+    events.append({**base, "choices": [], "usage": usage})
+    body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+    head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+    return (head + body).encode()
 
 
 def _completion(content: str) -> bytes:
@@ -233,6 +251,7 @@ def _cli_run(url: str, state: Path, *, terminal: bool, journal: bool) -> dict[st
     """One ``overseer REQUEST --json`` run; stdout piped, stderr on a pty or piped."""
     command = [sys.executable, "-m", "overseer", "answer fifty questions", "--json"]
     command += ["--base-url", url, "--max-workers", str(HTTP_STEPS), "--no-synthesize"]
+    command += ["--max-replans", "0"]  # the steps' overhead, not a joiner round
     env = _env(state, journal)
     if not terminal:
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -379,6 +398,7 @@ def _engine(journal: bool, state: Path, max_workers: int) -> Any:
     overrides = {
         "run.max_workers": max_workers,
         "run.synthesize": False,
+        "planner.max_replans": 0,  # the plan is given: no joiner round either
         "backend.base_url": "http://127.0.0.1:9/v1",  # never called: the plan is given
     }
     registry = ToolRegistry()

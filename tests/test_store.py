@@ -503,3 +503,41 @@ def test_a_problem_event_names_its_run(tmp_path: Path) -> None:
     bus.emit(StepStarted(0.1, "a", run_id="r9"))
     [problem] = [e for e in seen if isinstance(e, JournalProblem)]
     assert problem.run_id == "r9"
+
+
+# -- the durability rule: a dependent runs only once its inputs are on disk ----------------------
+
+
+def test_a_dependent_runs_only_once_the_result_it_is_given_is_committed(tmp_path: Path) -> None:
+    """The step's own tool, reading the file through another connection (not this process's
+    journal, which would wait for its writer), finds the step it depends on succeeded; the
+    independent steps finishing around it never wait for a commit (they take no part here)."""
+    from overseer.core.plan import Plan, Step
+    from overseer.tools.registry import FunctionTool, ToolRegistry
+
+    path = tmp_path / "journal.sqlite3"
+    seen: list[tuple[str, str]] = []
+
+    def probe(prompt: str) -> str:
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT step_id, status FROM steps WHERE step_id LIKE 'a%'")
+            seen.extend((str(i), str(s)) for i, s in rows)
+        return "probed"
+
+    registry = ToolRegistry()
+    registry.register(FunctionTool("quick", "returns at once", lambda prompt: "done"))
+    registry.register(FunctionTool("probe", "reads the journal", probe))
+    steps = [Step(step_id=f"a{i}", description="first", tool="quick") for i in range(4)]
+    steps.append(
+        Step(step_id="b", description="then", tool="probe", depends_on=("a0", "a1", "a2", "a3"))
+    )
+    overrides = {"planner.max_replans": 0, "run.synthesize": False}
+    eng = Overseer(
+        load_settings(overrides=overrides),
+        chat=RuleChat([]),
+        registry=registry,
+        journal=Journal(path),
+    )
+    report = eng.run("x", plan=Plan(steps=tuple(steps)))
+    assert report.status == "succeeded"
+    assert sorted(seen) == [(f"a{i}", "succeeded") for i in range(4)]

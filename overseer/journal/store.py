@@ -9,15 +9,20 @@ rests on:
   unless an emitter waits, then commits everything queued in one transaction: an event is on
   disk within about 10 ms plus one transaction of being emitted;
 - the emitter waits until its event is committed (and with it every event before it) for a
-  run's start and for a finished step that other steps depend on, so no dependent starts
-  before the output it is given is on disk: a run killed (Ctrl-C, ``kill -9``) loses at most
-  its steps in flight and the leaf steps that finished within those last 10 ms, which
-  resuming runs again (a plan not yet on disk is planned again);
+  run's start;
+- a step that depends on others waits, as it starts (``StepStarted``, on its worker thread,
+  before its tool runs), until everything queued before its start is committed, its
+  dependencies' results included: no dependent runs before the output it is given is on
+  disk, and neither the thread that coordinates the run nor any other step waits for that
+  commit. A run killed (Ctrl-C, ``kill -9``) loses at most its steps in flight and the steps
+  that finished within those last 10 ms with no dependent started yet, which resuming runs
+  again (a plan not yet on disk is planned again);
 - the end of a run (``RunFinished``, ``RunAborted``) waits until everything of the run is
   committed, so a finished run never reads as unfinished; its ``--json`` object follows in a
   transaction nobody waits for (``close()``, a read in the same process and the end of the
   process wait for it; a run killed before has that object rebuilt from its steps);
-- a plan, a step starting, tokens spent and a leaf step finishing never make the emitter wait.
+- a plan, a step finishing, tokens spent and a step with no dependencies starting never make
+  the emitter wait.
 
 While another program holds the file locked, writes are retried (events keep queueing and go
 into the same transaction) for up to ``lock_patience`` seconds; only a run's end waits for them,
@@ -42,7 +47,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from overseer.core.plan import Plan, Step
 from overseer.errors import UsageError
@@ -186,14 +191,19 @@ class Journal:
         wait = self._admit(event, bus)
         if wait is None:
             return
-        self._writer.submit(event, wait)
+        if wait == "prior":  # a dependent starting: its inputs are on disk before it runs
+            self._writer.settle(self._inputs_written(cast(StepStarted, event)))
+            wait = "no"
+        place = self._writer.submit(event, wait)
+        if isinstance(event, StepFinished):
+            self._finished_at(event, place)
         if wait == "end":
             self._then_report(event, "no")
             with self._lock:
                 self._run_buses.pop(event.run_id, None)
                 self._problems.pop(event.run_id, None)
 
-    def _admit(self, event: Event, bus: EventBus | None) -> Wait | None:
+    def _admit(self, event: Event, bus: EventBus | None) -> _Admitted | None:
         """Whether to record ``event`` (None: not) and how long its emitter waits for it."""
         run_id = event.run_id
         if not run_id or type(event) not in WRITERS:
@@ -209,6 +219,21 @@ class Journal:
             if run is None:
                 return None
             return _wait_for(event, run, self._end)
+
+    def _inputs_written(self, event: StepStarted) -> int:
+        """The queue place of the last result a starting step is given (0: none queued)."""
+        with self._lock:
+            run = self._runs.get(event.run_id)
+            if run is None:
+                return 0
+            places = run.finished
+            return max((places.get(d, 0) for d in run.dependent[event.step_id]), default=0)
+
+    def _finished_at(self, event: StepFinished, place: int) -> None:
+        with self._lock:
+            run = self._runs.get(event.run_id)
+            if run is not None and event.step_id in run.needed:
+                run.finished[event.step_id] = place
 
     def _then_report(self, event: Event, wait: Wait) -> None:
         """After a finished run's end: its ``--json`` object, in a transaction of its own."""
@@ -292,33 +317,43 @@ class Journal:
                 conn.close()
 
 
+_Admitted = Literal["no", "commit", "end", "prior"]
+"""A ``Wait``, or ``prior``: wait until everything queued before the event is committed, then
+queue it without waiting (a dependent step's start)."""
+
+
 class _Recording:
     """What the journal tracks of a run it records, to know when an emitter must wait."""
 
-    __slots__ = ("needed", "started")
+    __slots__ = ("dependent", "finished", "needed", "started")
 
     def __init__(self) -> None:
+        self.dependent: dict[str, tuple[str, ...]] = {}  # step -> the steps it depends on
         self.needed: set[str] = set()  # the steps other steps depend on
+        self.finished: dict[str, int] = {}  # needed step -> its StepFinished's queue place
         self.started: set[str] = set()  # the steps that started in this attempt
 
+    def plan(self, step: Step) -> None:
+        if step.depends_on:
+            self.dependent[step.step_id] = step.depends_on
+            self.needed.update(step.depends_on)
 
-def _wait_for(event: Event, run: _Recording, end: Callable[[str], None]) -> Wait:
+
+def _wait_for(event: Event, run: _Recording, end: Callable[[str], None]) -> _Admitted:
     """The emitter's wait for an event of a run being recorded (the rule in the docstring).
-    A step reused from an earlier attempt (finished, never started in this one) is on disk
-    already: its end needs no wait."""
+    A retry's start waited already, at the step's first start."""
     if isinstance(event, StepStarted):
-        run.started.add(event.step_id)
-        return "no"
-    if isinstance(event, StepFinished):
         step_id = event.step_id
-        return "commit" if step_id in run.needed and step_id in run.started else "no"
+        first = step_id not in run.started
+        run.started.add(step_id)
+        return "prior" if first and step_id in run.dependent else "no"
     if isinstance(event, StepPlanned):
-        run.needed.update(cast(Step, event.step).depends_on)
+        run.plan(cast(Step, event.step))
         return "no"
     if isinstance(event, PlanReady):
         for step in cast(Plan, event.plan).steps:
-            run.needed.update(step.depends_on)
-        return "no"  # the next wait (a step others need, the run's end) covers it
+            run.plan(step)
+        return "no"  # the next wait (a dependent's start, the run's end) covers it
     if isinstance(event, RunFinished | RunAborted):
         end(event.run_id)
         return "end"

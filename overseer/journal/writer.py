@@ -88,8 +88,9 @@ class Writer:
 
     # -- the emitter's side -----------------------------------------------------------------
 
-    def submit(self, event: Event, wait: Wait = "no") -> None:
-        """Queue ``event``; with ``wait``, return once it is written (see ``Wait``)."""
+    def submit(self, event: Event, wait: Wait = "no") -> int:
+        """Queue ``event``; with ``wait``, return once it is written (see ``Wait``). Returns its
+        place in the queue, for ``settle``."""
         with self._lock:
             self._queue.append(event)
             self._submitted += 1
@@ -102,6 +103,22 @@ class Writer:
                 self._work.notify()
             if wait != "no" and threading.current_thread() is not self._thread:
                 self._wait_for(seq, wait)
+        return seq
+
+    def settle(self, upto: int) -> None:
+        """Wait until the events queued up to place ``upto`` (``submit``'s answer) are
+        committed, or the file is found locked (a lock never holds a step up); at once when
+        they are. Not on the writer's own thread."""
+        if threading.current_thread() is self._thread:
+            return
+        with self._lock:
+            seq = min(upto, self._submitted)
+            if self._done >= seq:
+                return
+            self._urgent = True
+            if self._gathering:
+                self._work.notify()
+            self._wait_for(seq, "commit")
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is written or given up on; False on timeout.

@@ -299,6 +299,33 @@ def test_queued_events_are_written_by_close(tmp_path: Path) -> None:
     conn.close()
 
 
+def _statuses_on_disk(path: Path) -> dict[str, str]:
+    with sqlite3.connect(path) as conn:
+        return {str(i): str(s) for i, s in conn.execute("SELECT step_id, status FROM steps")}
+
+
+def test_a_dependent_start_waits_until_its_input_is_on_disk(tmp_path: Path) -> None:
+    """Through the bus, as a run emits: the start of a dependent returns only once the result
+    it is given is on disk (the finish itself is only queued)."""
+    path = tmp_path / JOURNAL_FILE
+    journal = Journal(path)
+    bus = EventBus()
+    journal.attach(bus)
+    bus.emit(RunStarted(0.0, "d", "x"))  # waits: the run is on disk
+    plan = Plan(
+        steps=(
+            Step(step_id="a", description="first", tool="t"),
+            Step(step_id="b", description="then", tool="t", depends_on=("a",)),
+        )
+    )
+    bus.emit(PlanReady(0.0, plan, (), run_id="d"))
+    bus.emit(StepStarted(0.1, "a", run_id="d"))
+    bus.emit(StepFinished(0.2, "a", "out", 0.1, run_id="d"))
+    bus.emit(StepStarted(0.2, "b", run_id="d"))
+    assert _statuses_on_disk(path)["a"] == "succeeded"
+    journal.close()
+
+
 def test_many_queued_events_of_each_step_fold_into_its_row(tmp_path: Path) -> None:
     path = tmp_path / JOURNAL_FILE
     journal = Journal(path)

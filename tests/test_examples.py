@@ -1,7 +1,9 @@
-"""The few-shot pool and the pick by word overlap that puts two of its plans into the prompt."""
+"""The few-shot pool and the pick by word overlap that puts three of its plans into the prompt."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import jsonschema
@@ -10,7 +12,7 @@ import pytest
 from overseer.config import load_settings
 from overseer.core.plan import parse_plan, plan_json_schema
 from overseer.nodes.kinds import build_registry
-from overseer.planning.examples import format_examples, load_pool, pick_examples, words
+from overseer.planning.examples import example_turns, load_pool, pick_examples, words
 from tests.fakes import ScriptedChat
 
 NAMES = build_registry(load_settings(), chat=ScriptedChat()).names()
@@ -78,10 +80,27 @@ def test_examples_whose_tools_are_missing_are_never_picked() -> None:
     pool = [example("count words", "word_count"), example("other", "general")]
     picked = pick_examples("count words", ["general"], count=2, pool=pool)
     assert [e["request"] for e in picked] == ["other"]
-    assert format_examples("count words", ["nothing_here"]) == "(none)"
+    assert example_turns("count words", ["nothing_here"]) == []
 
 
-def test_format_examples_shows_request_and_plan_pairs() -> None:
-    text = format_examples("List six facts about owls", NAMES, count=2)
-    assert text.count("Request: ") == 2 and text.count("Plan: {") == 2
-    assert "List four facts about axolotls" in text
+def test_example_turns_ask_each_request_and_answer_with_its_plan_the_closest_last() -> None:
+    turns = example_turns("List six facts about owls", NAMES, count=2)
+    assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant"]
+    assert turns[-2]["content"].strip() == "Request: List four facts about axolotls"
+    assert json.loads(turns[-1]["content"]) == load_pool()[-2]["plan"]
+    assert len(example_turns("anything", NAMES)) == 2 * 3  # three examples by default
+
+
+def _raw_words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def test_every_pool_description_names_a_subject_of_its_own_request_alone() -> None:
+    """The wording of an example cannot pass for another request: each step description holds a
+    word (a name, a number, a subject) of its own request that no other pool request has."""
+    pool = load_pool()
+    for index, item in enumerate(pool):
+        others = set().union(*(_raw_words(o["request"]) for o in pool if o is not item))
+        for step in item["plan"]["steps"]:
+            own = _raw_words(step["description"]) & _raw_words(item["request"])
+            assert own - others, (index, step["description"])

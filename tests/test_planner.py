@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 import pytest
 
-from overseer.backends.chat import ChatRequest
+from overseer.backends.chat import ChatRequest, Message
 from overseer.config import PlannerSettings, load_settings
 from overseer.core.plan import parse_plan
 from overseer.errors import PlanError
 from overseer.nodes.kinds import build_registry
-from overseer.planning.planner import Planner, format_examples, load_examples
+from overseer.planning.planner import Planner, load_examples
 from overseer.usage import Usage
 from tests.fakes import ScriptedChat, plan_json, reply
 
@@ -39,8 +41,9 @@ def test_a_valid_plan_on_the_first_try() -> None:
     [request] = chat.requests
     assert request.model == "planner-model"
     assert request.schema is not None and request.schema_name == "plan"
-    system, user = request.messages
+    system, *examples, user = request.messages
     assert "- translator: does translator" in system["content"]
+    assert examples and [m["role"] for m in examples[-2:]] == ["user", "assistant"]
     assert "write a joke in French" in user["content"]
 
 
@@ -116,21 +119,81 @@ def test_group_contradictions_are_warned_not_fatal() -> None:
 def test_conversation_context_reaches_the_planner() -> None:
     chat = ScriptedChat(GOOD)
     make(chat).plan("now in German", context="Earlier: a joke about cats")
-    assert "Earlier: a joke about cats" in chat.requests[0].messages[1]["content"]
+    assert "Earlier: a joke about cats" in chat.requests[0].messages[-1]["content"]
+
+
+NAMES = build_registry(load_settings(), chat=ScriptedChat()).names()
+JOKE = "write a joke and translate it to French and Spanish"
 
 
 def test_every_shipped_few_shot_plan_is_valid_against_the_default_registry() -> None:
-    names = build_registry(load_settings(), chat=ScriptedChat()).names()
     examples = load_examples()
     assert examples
     for example in examples:
-        parse_plan(example["plan"], names)
+        parse_plan(example["plan"], NAMES)
         assert example["request"].strip()
-    assert format_examples(names).count("Request:") == len(examples)
+
+
+def shown(messages: list[Message]) -> list[tuple[str, dict[str, Any]]]:
+    """The example requests and plans of an opening: its earlier turns, in pairs."""
+    turns = messages[1:-1]
+    assert [m["role"] for m in turns] == ["user", "assistant"] * (len(turns) // 2)
+    return [
+        (turns[i]["content"].removeprefix("Request: ").strip(), json.loads(turns[i + 1]["content"]))
+        for i in range(0, len(turns), 2)
+    ]
+
+
+def test_the_examples_are_earlier_turns_and_the_request_comes_last() -> None:
+    planner = Planner(ScriptedChat(), NAMES, "- tools")
+    messages = planner.opening(JOKE, context="Earlier: nothing")
+    assert messages[0]["role"] == "system" and messages[-1]["role"] == "user"
+    assert messages[-1]["content"].rstrip().endswith(f"Request: {JOKE}")
+    examples = shown(messages)
+    assert len(examples) == 3
+    for _, plan in examples:
+        parse_plan(plan, NAMES)
+    assert '"step_id": "step1"' not in messages[0]["content"]  # no plan in the system message
+
+
+def _raw_words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        JOKE,
+        "Write a joke and translate it to French and Spanish",
+        "Write a haiku about the sea and a limerick about a cat, then summarize both",
+        "Translate 'good morning' into German and Italian",
+        "What is 15% of 240?",
+    ],
+)
+def test_no_example_shown_is_a_plan_the_request_could_copy(request_text: str) -> None:
+    """Every example shown is another request, and each of its descriptions names something of
+    that request the user's does not have (Bram, the ferry, 35 and 860): copied as it stands,
+    it would be wrong, and the benchmark counts it."""
+    asked = _raw_words(request_text)
+    examples = shown(Planner(ScriptedChat(), NAMES, "- tools").opening(request_text))
+    assert examples
+    for example_request, plan in examples:
+        assert _raw_words(example_request) != asked
+        for step in plan["steps"]:
+            own = _raw_words(step["description"]) & _raw_words(example_request)
+            assert own - asked, step["description"]
+
+
+def test_the_joke_request_is_shown_a_plan_of_the_same_shape_about_something_else() -> None:
+    [*_, (closest, plan)] = shown(Planner(ScriptedChat(), NAMES, "- tools").opening(JOKE))
+    assert "joke" not in closest.lower()
+    assert [s["tool"] for s in plan["steps"]] == ["content_generator", "translator", "translator"]
+    assert [s["depends_on"] for s in plan["steps"]] == [[], ["step1"], ["step1"]]
 
 
 def test_examples_using_missing_tools_are_left_out() -> None:
-    assert format_examples(["general"]) == "(none)"
+    messages = Planner(ScriptedChat(), ["nothing_here"], "- nothing_here").opening(JOKE)
+    assert [m["role"] for m in messages] == ["system", "user"]
 
 
 def test_the_planner_request_is_a_chat_request() -> None:

@@ -1,10 +1,13 @@
 """Few-shot plans picked by similarity to the request, from a pool in ``prompts/``.
 
 A small model copies a few-shot plan whose request looks like the user's one ("write a joke and
-translate it to French and Spanish" became the example's plan, word for word). So the prompt shows
-only the ``count`` examples of ``prompts/plan_examples_pool.json`` that share the most words with
-the request: their shape (how many steps, which wait for which, which tool) is the one the request
-needs, while their subjects (a riddle about Bram, the ferry at 9:30) cannot pass for the user's.
+translate it to French and Spanish" became the example's plan, word for word). So the planner is
+shown only the ``count`` examples of ``prompts/plan_examples_pool.json`` that share the most words
+with the request: their shape (how many steps, which wait for which, which tool) is the one the
+request needs, while their subjects (a riddle about Bram, the ferry at 9:30) cannot pass for the
+user's. They go in as earlier turns of the conversation (the example request asked, its plan as
+the answer), the closest last: on SmolLM2-135M that scored better than the same examples inside
+the system prompt and than two fixed examples (``benchmarks/bench_local_planning.py``).
 Pure Python word overlap: no embeddings, no new dependency.
 """
 
@@ -15,12 +18,14 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from overseer.backends.chat import Message
 from overseer.config.resources import read_prompt
+from overseer.config.templates import render
 
-__all__ = ["POOL_FILE", "format_examples", "load_pool", "pick_examples", "words"]
+__all__ = ["POOL_FILE", "example_turns", "load_pool", "pick_examples", "words"]
 
 POOL_FILE = "plan_examples_pool.json"
-DEFAULT_COUNT = 2
+DEFAULT_COUNT = 3
 
 # Words that say nothing about a plan's shape; "and", "then", "translate", "what" stay.
 _FILLER = frozenset(
@@ -81,10 +86,17 @@ def pick_examples(
     return [example for _, example in ranked[:count]]
 
 
-def format_examples(request: str, tool_names: Sequence[str], count: int = DEFAULT_COUNT) -> str:
-    """The picked examples as request/plan pairs for the planner's prompt."""
-    blocks = [
-        f"Request: {e['request']}\nPlan: {json.dumps(e['plan'], ensure_ascii=False)}"
-        for e in pick_examples(request, tool_names, count)
-    ]
-    return "\n\n".join(blocks) or "(none)"
+def example_turns(
+    request: str, tool_names: Sequence[str], count: int = DEFAULT_COUNT
+) -> list[Message]:
+    """The picked examples as earlier turns of the planner's conversation: each request asked as
+    ``prompts/planner_user.md`` asks one, answered with its plan. The closest comes last, next to
+    ``request``, where a small model looks hardest."""
+    turns: list[Message] = []
+    for example in reversed(pick_examples(request, tool_names, count)):
+        asked = render("planner_user.md", request=example["request"], context="")
+        turns.append({"role": "user", "content": asked})
+        turns.append(
+            {"role": "assistant", "content": json.dumps(example["plan"], ensure_ascii=False)}
+        )
+    return turns

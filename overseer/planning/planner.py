@@ -8,7 +8,6 @@ cannot stream. ``prompts`` and the repair messages are shared with the streamed 
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,10 +15,10 @@ from typing import Any
 
 from overseer.backends.chat import ChatClient, ChatReply, ChatRequest, Message
 from overseer.config import PlannerSettings
-from overseer.config.resources import read_prompt
 from overseer.config.templates import render
 from overseer.core.plan import Plan, group_warnings, parse_plan, plan_json_schema
 from overseer.errors import PlanError, PlanValidationError
+from overseer.planning import examples as few_shot
 from overseer.planning.jsontext import clip, extract_json
 from overseer.usage import Usage
 
@@ -71,15 +70,18 @@ class Planner:
         raise PlanError(give_up_message(self.settings.max_repairs + 1, problems), problems)
 
     def opening(self, request: str, context: str = "") -> list[Message]:
-        """The system and user messages that ask for a plan of ``request``."""
+        """The messages that ask for a plan of ``request``: the system message, a few example
+        requests of the pool answered with their plans (earlier turns, picked by similarity to
+        ``request``: ``planning.examples``), then ``request`` itself."""
         system = render(
-            "planner_system.md",
-            tools=self.tool_lines,
-            max_steps=self.settings.max_steps,
-            examples=format_examples(self.tool_names),
+            "planner_system.md", tools=self.tool_lines, max_steps=self.settings.max_steps
         )
         user = render("planner_user.md", request=request, context=context)
-        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return [
+            {"role": "system", "content": system},
+            *few_shot.example_turns(request, self.tool_names),
+            {"role": "user", "content": user},
+        ]
 
     def _request(self, messages: list[Message]) -> ChatRequest:
         return ChatRequest(
@@ -136,18 +138,5 @@ def give_up_message(attempts: int, problems: list[str]) -> str:
 
 
 def load_examples() -> list[dict[str, Any]]:
-    """The few-shot plans of ``prompts/plan_examples.json``."""
-    data: list[dict[str, Any]] = json.loads(read_prompt("plan_examples.json"))
-    return data
-
-
-def format_examples(tool_names: Sequence[str]) -> str:
-    """The examples whose tools all exist in this registry, as request/plan pairs."""
-    known = set(tool_names)
-    blocks = []
-    for example in load_examples():
-        tools = {s["tool"] for s in example["plan"]["steps"]}
-        if tools <= known:
-            plan = json.dumps(example["plan"], ensure_ascii=False)
-            blocks.append(f"Request: {example['request']}\nPlan: {plan}")
-    return "\n\n".join(blocks) or "(none)"
+    """Every few-shot plan the planner may show (``prompts/plan_examples_pool.json``)."""
+    return few_shot.load_pool()

@@ -282,7 +282,7 @@ def test_a_cancel_aborts_a_plain_call_sent_through_the_prepared_post(
     token.set()
 
     assert_cancelled(call.ended(), server)
-    assert isinstance(chat._prepared(None), PreparedPost)
+    assert isinstance(chat._prepared, PreparedPost)
     assert len(server.fake.requests) == 2
     assert not server.release.is_set()
 

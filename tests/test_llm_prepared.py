@@ -63,8 +63,8 @@ def make_chat(base_url: str = BASE_URL, **kwargs: Any) -> OpenAIChat:
     return OpenAIChat(base_url=base_url, api_key=API_KEY, model=MODEL, **kwargs)
 
 
-def prepared(chat: OpenAIChat, timeout: float | None = None) -> PreparedPost:
-    post = chat._prepared(timeout)
+def prepared(chat: OpenAIChat) -> PreparedPost:
+    post = chat._prepared
     assert isinstance(post, PreparedPost), "the plain call fell back to the client's post"
     return post
 
@@ -110,7 +110,7 @@ def test_a_plain_call_goes_through_the_prepared_post(route: respx.Route) -> None
     texts = [chat.complete(REQUEST).text, chat.complete(REQUEST).text]
 
     assert texts == ["one", "two"]
-    assert chat._prepared(None) is chat._prepared(None)  # prepared once, then reused
+    assert chat._prepared is chat._prepared  # prepared once, then reused
 
 
 def test_the_prepared_request_carries_exactly_the_headers_post_sends(route: respx.Route) -> None:
@@ -188,19 +188,34 @@ def test_the_base_url_and_its_path_prefix_are_joined_as_the_client_joins_them(
     assert fast.path == path
 
 
-def test_a_per_call_timeout_has_its_own_prepared_request(route: respx.Route) -> None:
+@pytest.mark.parametrize("timeout", [2.5, 0.0, 1e-06, 7.123456789])
+def test_a_per_call_timeout_is_sent_as_post_sends_it(route: respx.Route, timeout: float) -> None:
+    route.side_effect = [ok(), ok()]
+    for send in both_ways(make_chat(request_timeout=33.0), ChatRequest(MESSAGES, timeout=timeout)):
+        send()
+
+    fast, sdk = (call.request for call in route.calls)
+    assert sorted(fast.headers.multi_items()) == sorted(sdk.headers.multi_items())
+    assert fast.extensions["timeout"] == sdk.extensions["timeout"]
+    assert set(fast.extensions["timeout"].values()) == {timeout}
+
+
+@pytest.mark.usefixtures("no_post")
+def test_every_timeout_goes_through_the_one_prepared_request(route: respx.Route) -> None:
+    """A step's timeout is what is left of its deadline: a new number on every call."""
     route.side_effect = [ok(), ok(), ok()]
     chat = make_chat(request_timeout=33.0)
+    post = prepared(chat)
 
     chat.complete(ChatRequest(MESSAGES, timeout=2.5))
     chat.complete(REQUEST)
-    chat.complete(ChatRequest(MESSAGES, timeout=2.5))
+    chat.complete(ChatRequest(MESSAGES, timeout=1.25))
 
     timeouts = [call.request.extensions["timeout"] for call in route.calls]
-    assert [set(t.values()) for t in timeouts] == [{2.5}, {33.0}, {2.5}]
+    assert [set(t.values()) for t in timeouts] == [{2.5}, {33.0}, {1.25}]
     read_timeouts = [call.request.headers["x-stainless-read-timeout"] for call in route.calls]
-    assert read_timeouts == ["2.5", "33.0", "2.5"]
-    assert set(chat._posts) == {2.5, None}
+    assert read_timeouts == ["2.5", "33.0", "1.25"]
+    assert chat._prepared is post
 
 
 # --- what comes back -----------------------------------------------------------------------------
@@ -358,7 +373,7 @@ def test_reply_text_is_what_httpx2_reads(
 
 def test_a_client_that_computes_its_key_per_request_is_reached_through_post() -> None:
     client = openai.OpenAI(base_url=BASE_URL, api_key=lambda: "fresh-key", max_retries=0)
-    assert llm._prepare(client, None) is None
+    assert llm._prepare(client) is None
 
 
 def test_a_client_with_a_mounted_transport_is_reached_through_its_send() -> None:
@@ -367,18 +382,26 @@ def test_a_client_with_a_mounted_transport_is_reached_through_its_send() -> None
     assert PreparedPost.through(client, template) is None
 
 
-def test_an_sdk_that_builds_requests_otherwise_falls_back_to_post(
-    route: respx.Route, monkeypatch: pytest.MonkeyPatch
+def test_an_sdk_that_builds_requests_otherwise_is_not_prepared(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def changed(self: Any, options: Any, *, retries_taken: int = 0) -> Any:
         raise TypeError("a newer SDK")
 
+    client = openai.OpenAI(base_url=BASE_URL, api_key=API_KEY, max_retries=0)
+    monkeypatch.setattr(openai.OpenAI, "_build_request", changed)
+    assert llm._prepare(client) is None
+
+
+def test_without_a_prepared_request_a_plain_call_goes_through_post(route: respx.Route) -> None:
+    route.side_effect = [ok("through post")]
     chat = make_chat()
-    route.side_effect = [ok("first")]
-    assert chat.complete(REQUEST).text == "first"  # the client is made: patch its class now
-    chat._posts.clear()
-    monkeypatch.setattr(type(chat._client), "_build_request", changed)
-    assert llm._prepare(chat._client, None) is None
+    chat.__dict__["_prepared"] = None  # as _prepare leaves it for a client it cannot prepare
+
+    assert chat.complete(ChatRequest(MESSAGES, timeout=2.5)).text == "through post"
+    sent = route.calls.last.request
+    assert json.loads(sent.content) == {"model": MODEL, "messages": MESSAGES}
+    assert set(sent.extensions["timeout"].values()) == {2.5}
 
 
 # --- over a real socket --------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -182,7 +182,6 @@ class OpenAIChat:
         self._max_connections = max_connections
         self._sdk_client: openai.OpenAI | None = None
         self._client_lock = threading.Lock()
-        self._posts: dict[float | None, PreparedPost | None] = {}  # by request timeout
         self._where = _display_url(self._base_url.rstrip("/"))
 
     @property
@@ -354,7 +353,7 @@ class OpenAIChat:
         parse of the reply. The body is serialised once, here; ``_parse_body`` reads it."""
         body = self._body(request)
         content = json.dumps(body, separators=(",", ":")).encode()
-        post = self._prepared(request.timeout)
+        post = self._prepared
         text = self._send(post, content, request) if post else self._post(content, request)
         return self._reply(_parse_body(text), body["model"], request)
 
@@ -377,27 +376,24 @@ class OpenAIChat:
         import openai
         from openai._httpx2 import request_exceptions, timeout_exceptions
 
+        timeout = request.timeout
         try:
-            reply = post.send(content)
+            reply = post.send(content, timeout)
         except timeout_exceptions() as err:
-            raise openai.APITimeoutError(request=post.request(content)) from err
+            raise openai.APITimeoutError(request=post.request(content, timeout)) from err
         except request_exceptions() as err:
-            raise openai.APIConnectionError(request=post.request(content)) from err
+            raise openai.APIConnectionError(request=post.request(content, timeout)) from err
         if reply.ok:
             return reply.text
         if reply.redirect:
             return self._post(content, request)
-        response = reply.response(post.request(content))
+        response = reply.response(post.request(content, timeout))
         raise self._client._make_status_error_from_response(response) from None
 
-    def _prepared(self, timeout: float | None) -> PreparedPost | None:
-        """The chat completions POST for requests with this ``timeout``, prepared on first use
-        (two threads may both prepare it: the same thing, once each)."""
-        try:
-            return self._posts[timeout]
-        except KeyError:
-            post = self._posts[timeout] = _prepare(self._client, timeout)
-            return post
+    @cached_property
+    def _prepared(self) -> PreparedPost | None:
+        """The chat completions POST, prepared on the first plain call (see ``_prepare``)."""
+        return _prepare(self._client)
 
     def _reply(self, body: dict[str, Any], asked: str, request: ChatRequest) -> ChatReply:
         choice = _choices(body)[0]
@@ -432,10 +428,12 @@ class OpenAIChat:
         return ChatReply(text, usage, str(model), state.finish_reason)
 
 
-def _prepare(client: openai.OpenAI, timeout: float | None) -> PreparedPost | None:
+def _prepare(client: openai.OpenAI) -> PreparedPost | None:
     """The request ``client.post("/chat/completions", ...)`` builds, built once by the client
-    itself (its ``_build_request``: base URL, auth and default headers, the SDK's headers, the
-    timeout) and sent from then on through the pool of its transport for that URL.
+    itself (its ``_build_request``: base URL, auth and default headers, the SDK's headers, its
+    timeout) and sent from then on through the pool of its transport for that URL. A call's own
+    timeout replaces the client's in the request's extensions and in the one header where the
+    SDK states it (``_TIMEOUT_HEADER``), as the SDK would put it there.
 
     None, so that every call goes through ``post``, when the client computes something per
     request (an API key provider, workload identity, a provider's hooks, an idempotency key) or its
@@ -445,18 +443,17 @@ def _prepare(client: openai.OpenAI, timeout: float | None) -> PreparedPost | Non
     if any(getattr(client, hook, None) is not None for hook in _PER_REQUEST):
         return None
     fields: dict[str, Any] = {"method": "post", "url": "/chat/completions", "content": b""}
-    if timeout is not None:
-        fields["timeout"] = timeout
     try:
         options = FinalRequestOptions.construct(**fields)
         template = client._build_request(client._prepare_options(options))
         client._prepare_request(template)
-        return PreparedPost.through(client._client, template)
+        return PreparedPost.through(client._client, template, timeout_header=_TIMEOUT_HEADER)
     except Exception:  # a different SDK: the slower path still works
         log.debug("the chat completions request cannot be prepared; using post", exc_info=True)
         return None
 
 
+_TIMEOUT_HEADER = b"x-stainless-read-timeout"  # str() of the read timeout (_build_headers)
 _PER_REQUEST = (
     "_api_key_provider",
     "_provider_runtime",

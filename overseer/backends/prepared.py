@@ -82,9 +82,19 @@ class Reply:
 
 
 class PreparedPost:
-    """Sends bodies as ``template`` would go (its URL, headers and timeout), through ``pool``."""
+    """Sends bodies as ``template`` would go (its URL, headers and timeout), through ``pool``.
 
-    def __init__(self, template: httpx2.Request, pool: httpcore2.ConnectionPool) -> None:
+    A body sent with a ``timeout`` of its own goes with that timeout instead, in the request's
+    extensions (all four phases, as ``httpx2.Timeout(timeout)``) and, when there is a
+    ``timeout_header``, as that header's value (``str(timeout)``)."""
+
+    def __init__(
+        self,
+        template: httpx2.Request,
+        pool: httpcore2.ConnectionPool,
+        *,
+        timeout_header: bytes | None = None,
+    ) -> None:
         url = template.url
         self._template = template
         self._pool = pool
@@ -93,9 +103,12 @@ class PreparedPost:
         )
         self._headers = [(k, v) for k, v in template.headers.raw if k.lower() not in _PER_BODY]
         self._extensions: dict[str, Any] = dict(template.extensions)
+        self._timeout_header = timeout_header
 
     @classmethod
-    def through(cls, client: httpx2.Client, template: httpx2.Request) -> PreparedPost | None:
+    def through(
+        cls, client: httpx2.Client, template: httpx2.Request, *, timeout_header: bytes | None = None
+    ) -> PreparedPost | None:
         """The prepared POST over ``client``'s pool for ``template``'s URL, or None when that
         transport is not an ``httpx2.HTTPTransport`` over an httpcore pool (a mounted or mocked
         transport): such a client is only reached through its own ``send``."""
@@ -105,18 +118,18 @@ class PreparedPost:
             pool, httpcore2.ConnectionPool
         ):
             return None
-        return cls(template, pool)
+        return cls(template, pool, timeout_header=timeout_header)
 
     @property
     def url(self) -> httpx2.URL:
         return self._template.url
 
-    def send(self, body: bytes) -> Reply:
+    def send(self, body: bytes, timeout: float | None = None) -> Reply:
         """POST ``body`` and read the whole reply; raises ``httpx2.RequestError`` subclasses
         (``httpx2.TimeoutException`` for timeouts), each with ``request`` set."""
-        headers = [*self._headers, (b"Content-Length", b"%d" % len(body))]
+        headers, extensions = self._head(body, timeout)
         request = httpcore2.Request(
-            b"POST", self._url, headers=headers, content=body, extensions=self._extensions
+            b"POST", self._url, headers=headers, content=body, extensions=extensions
         )
         try:
             response = self._pool.handle_request(request)
@@ -125,15 +138,26 @@ class PreparedPost:
             finally:
                 response.close()
         except _HTTPCORE_ERRORS as exc:
-            raise _as_httpx_error(exc, self.request(body)) from exc
+            raise _as_httpx_error(exc, self.request(body, timeout)) from exc
         return Reply(response.status, response.headers, content)
 
-    def request(self, body: bytes) -> httpx2.Request:
-        """The ``httpx2.Request`` that ``send(body)`` stands for (for errors and their messages)."""
-        headers = [*self._headers, (b"Content-Length", b"%d" % len(body))]
-        return httpx2.Request(
-            "POST", self._template.url, headers=headers, content=body, extensions=self._extensions
-        )
+    def request(self, body: bytes, timeout: float | None = None) -> httpx2.Request:
+        """The ``httpx2.Request`` that ``send(body, timeout)`` stands for (for errors)."""
+        headers, extensions = self._head(body, timeout)
+        url = self._template.url
+        return httpx2.Request("POST", url, headers=headers, content=body, extensions=extensions)
+
+    def _head(self, body: bytes, timeout: float | None) -> tuple[Headers, dict[str, Any]]:
+        """The headers and extensions of one body's request."""
+        length = (b"Content-Length", b"%d" % len(body))
+        if timeout is None:
+            return [*self._headers, length], self._extensions
+        named = self._timeout_header
+        headers = [(k, v) for k, v in self._headers if k.lower() != named]
+        if named is not None:
+            headers.append((named, str(timeout).encode()))
+        extensions = {**self._extensions, "timeout": httpx2.Timeout(timeout).as_dict()}
+        return [*headers, length], extensions
 
 
 def _as_httpx_error(exc: Exception, request: httpx2.Request) -> httpx2.TransportError:

@@ -356,6 +356,10 @@ def test_a_reply_in_another_charset_is_decoded_by_it(route: respx.Route) -> None
         ([], "é".encode()),
         ([(b"Content-Type", b"application/json")], "é".encode()),
         ([(b"content-type", b"application/json; charset=utf-16")], "é".encode("utf-16")),
+        ([(b"content-type", b"application/json; charset=utf-8")], "é".encode()),
+        ([(b"Content-Type", b'application/json; charset="UTF-8"; x=y')], "é".encode()),
+        ([(b"content-type", b"text/plain; charset=latin-1")], "é".encode("latin-1")),
+        ([(b"content-type", b"text/plain; charset=utf8")], b"\xc3\xa9\xff"),
         ([(b"Content-Encoding", b"gzip")], gzip.compress("é".encode())),
         ([(b"content-encoding", b"identity")], "é".encode()),
         ([], b"\xff"),
@@ -369,6 +373,21 @@ def test_reply_text_is_what_httpx2_reads(
 
 
 # --- the path itself -----------------------------------------------------------------------------
+
+
+def test_a_proxy_from_the_environment_is_the_pool_the_prepared_request_goes_through(
+    route: respx.Route, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    route.side_effect = [ok("via the proxy")]
+    chat = make_chat()  # llm.test is not this machine: the environment's proxy applies
+
+    assert chat.complete(REQUEST).text == "via the proxy"
+    pool = prepared(chat)._pool
+    assert isinstance(pool, httpcore2.HTTPProxy)
+    assert isinstance(pool._network_backend, llm._TrackingBackend)  # a cancel still aborts
 
 
 def test_a_client_that_computes_its_key_per_request_is_reached_through_post() -> None:

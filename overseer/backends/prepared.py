@@ -59,8 +59,7 @@ class Reply:
     def text(self) -> str:
         """The body as ``httpx2.Response.text`` reads it: decompressed, in the charset the
         content type names (UTF-8 when it names none), undecodable bytes replaced."""
-        encoding = self._header(b"content-encoding")
-        if (encoding is None or encoding.lower() == b"identity") and not self._names_a_charset():
+        if self._plain_utf8():
             return self.content.decode("utf-8", errors="replace")
         return httpx2.Response(self.status, headers=self.headers, content=self.content).text
 
@@ -76,9 +75,14 @@ class Reply:
                 return value
         return None
 
-    def _names_a_charset(self) -> bool:
-        content_type = self._header(b"content-type")
-        return content_type is not None and b"charset" in content_type.lower()
+    def _plain_utf8(self) -> bool:
+        """Whether the body is UTF-8 as it stands: not compressed, no other charset named."""
+        encoding = self._header(b"content-encoding")
+        if encoding is not None and encoding.lower() != b"identity":
+            return False
+        content_type = (self._header(b"content-type") or b"").lower()
+        _, named, charset = content_type.partition(b"charset=")
+        return not named or charset.split(b";")[0].strip(b' "') in (b"utf-8", b"utf8")
 
 
 class PreparedPost:

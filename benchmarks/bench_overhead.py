@@ -386,6 +386,33 @@ def httpx_call(url: str) -> Callable[[], Callable[[], None]]:
     return make
 
 
+def report_cpu_per_call(repeat: int, calls: int = 400) -> None:
+    """Row 1c: the CPU one call costs its thread (``time.thread_time``), ``calls`` calls in a row
+    against a server that answers at once, beside row 1's references: in a fan-out of 50 these
+    costs queue on the GIL."""
+    from overseer.backends.chat import ChatRequest
+    from overseer.backends.llm import OpenAIChat
+
+    print(f"\n1c. one thread, {calls} calls in a row: CPU per call")
+    with server_process(3, 0.0) as url:
+        chat = OpenAIChat(base_url=url, api_key=None, model="fake-model")
+        request = ChatRequest(messages=[{"role": "user", "content": "question"}])
+        cases = (
+            ("overseer OpenAIChat.complete", lambda: chat.complete(request)),
+            ("httpx2 client", httpx_call(url)()),
+            ("http.client (a connection a call)", http_client_call(url)()),
+        )
+        for label, call in cases:
+            call()  # warm: the connection, the SDK's import
+            figures = []
+            for _ in range(repeat):
+                start = time.thread_time()
+                for _ in range(calls):
+                    call()
+                figures.append((time.thread_time() - start) / calls)
+            print(f"  {label:<34} {statistics.median(figures) * 1e3:6.3f} ms CPU/call")
+
+
 # -- rows 2-4: the library -----------------------------------------------------------------------
 
 
@@ -568,6 +595,7 @@ def report_http(repeat: int) -> None:
             print(
                 f"  {label:<34} median {statistics.median(lags):6.1f} ms, worst {lags[-1]:6.1f} ms"
             )
+    report_cpu_per_call(repeat)
 
 
 def report_library(repeat: int, quick: bool) -> None:

@@ -20,6 +20,7 @@ from httpcore2._backends.sync import SyncStream
 
 from overseer.backends.chat import ChatClient, ChatReply, ChatRequest
 from overseer.backends.llm import OpenAIChat, RetryPolicy
+from overseer.backends.prepared import PreparedPost
 from overseer.core.cancel import CancelToken
 from overseer.core.executor import Executor
 from overseer.core.plan import Plan, Step
@@ -259,6 +260,31 @@ def test_a_cancel_aborts_a_held_reply(server: Server, stream: bool) -> None:
     assert_cancelled(call.ended(), server)
     assert len(server.fake.requests) == 1  # no retry
     assert not server.release.is_set()  # the server never answered
+
+
+def test_a_cancel_aborts_a_plain_call_sent_through_the_prepared_post(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prepared POST goes through the client's pool, so through its aborting sockets."""
+
+    def refuse(self: OpenAIChat, content: bytes, request: ChatRequest) -> str:
+        raise AssertionError("the plain call went through the client's post")
+
+    monkeypatch.setattr(OpenAIChat, "_post", refuse)
+    server.script += ["first", server.held()]
+    chat = make_chat(server)
+    assert chat.complete(request()).text == "first"  # the connection the held reply reuses
+    token = CancelToken()
+    call = Call(chat, request(token))
+
+    assert server.arrived.acquire(timeout=WAIT)  # the first call's
+    server.wait_blocked()
+    token.set()
+
+    assert_cancelled(call.ended(), server)
+    assert isinstance(chat._prepared, PreparedPost)
+    assert len(server.fake.requests) == 2
+    assert not server.release.is_set()
 
 
 def test_a_cancel_while_the_server_is_answering_is_not_retried(server: Server) -> None:

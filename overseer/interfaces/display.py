@@ -161,6 +161,14 @@ class Display:
                 self._board.ended = self._clock()
             live.stop()  # its last refresh draws the final state
 
+    def tick(self) -> bool:
+        """Do what the refresh thread does ten times a second, now, on this thread: take in
+        the events and draw a frame if anything shown changed. Says whether it drew one."""
+        live, drawn = self._live, self.frames
+        if live is not None:
+            live.refresh()
+        return self.frames > drawn
+
     def lines(self) -> list[str]:
         """The text of the whole frame the board makes now, uncut by the terminal's height."""
         with self._board_lock:

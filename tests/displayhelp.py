@@ -55,8 +55,10 @@ class Screen(io.StringIO):
 
 
 def live_display(clock: Clock | None = None) -> tuple[Display, Screen]:
+    """A live display on a clock that moves only by hand, so with no pause to wait for before
+    a frame (``quiet=0``)."""
     screen = Screen()
-    return Display(screen, clock=clock or Clock()), screen
+    return Display(screen, clock=clock or Clock(), quiet=0.0), screen
 
 
 def step(step_id: str, description: str, *deps: str) -> Step:

@@ -30,7 +30,7 @@ from overseer.events import (
 )
 from overseer.interfaces.display import Display, closing_line, use_rich
 from overseer.usage import Usage
-from tests.displayhelp import Clock, live_display, step
+from tests.displayhelp import Clock, Screen, live_display, step
 from tests.replhelp import strip_ansi
 
 PLAN = parse_plan(
@@ -401,3 +401,12 @@ def test_the_live_tree_shows_control_characters_as_escapes() -> None:
     assert "\x1b]0;" not in raw and "\x1b[2J" not in raw and "\x07" not in raw
     shown = " ".join(strip_ansi(raw).split())  # the last frame wraps at the screen's width
     assert f"✗ a [t] {SHOWN} 0.20s {SHOWN}" in shown
+
+
+def test_on_the_real_clock_a_frame_comes_once_the_events_pause() -> None:
+    screen = Screen()
+    display = Display(screen)  # the default pause before a frame, on the real clock
+    display.handle(PlanReady(0.0, PLAN))
+    display.handle(StepStarted(0.0, "a"))
+    screen.wait_for("▶ a [t] Write")
+    display.stop()

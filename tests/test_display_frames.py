@@ -28,9 +28,11 @@ from tests.replhelp import strip_ansi
 PLAN = Plan(steps=(step("a", "Write"), step("b", "Translate", "a"), step("c", "Check")))
 
 
-def drawn_by_hand(clock: Clock, lines: int = 40, columns: int = 120) -> tuple[Display, Screen]:
+def drawn_by_hand(
+    clock: Clock, lines: int = 40, columns: int = 120, quiet: float = 0.0
+) -> tuple[Display, Screen]:
     screen = Screen()
-    display = Display(screen, clock=clock, refresh_per_second=0.01)
+    display = Display(screen, clock=clock, refresh_per_second=0.01, quiet=quiet)
     display.console.size = (columns, lines)
     return display, screen
 
@@ -228,3 +230,27 @@ def test_the_last_frame_of_a_plan_taller_than_the_screen_is_the_whole_tree() -> 
     assert len(last_frame(screen)) <= 10
     display.stop()
     assert "└── ▶ s20 [t] x  running 0s" in strip_ansi(screen.getvalue())
+
+
+def test_a_frame_waits_for_a_pause_in_the_events_but_not_for_long() -> None:
+    clock = Clock()
+    display, screen = drawn_by_hand(clock, quiet=0.025)
+    feed(display, PlanReady(0.0, big_plan(30)))
+    assert not display.tick()  # an event has just come: it waits
+    clock.now += 0.03
+    assert display.tick()
+    for i in range(1, 11):  # steps start every 10 ms: a burst
+        clock.now += 0.01
+        feed(display, StepStarted(0.0, f"s{i}"))
+        assert not display.tick()
+    clock.now += 0.03  # a pause
+    assert display.tick()
+    assert "├── ▶ s10 [t] x  running 0s" in last_frame(screen)
+    for i in range(11, 31):  # a burst that goes on: a frame every quarter of a second still
+        clock.now += 0.02
+        feed(display, StepStarted(0.0, f"s{i}"))
+        display.tick()
+    assert "└── ▶ s30 [t] x  running 0s" not in last_frame(screen)
+    assert "├── ▶ s21 [t] x  running 0s" in last_frame(screen)
+    display.stop()  # the last frame waits for nothing
+    assert "└── ▶ s30 [t] x  running 0s" in strip_ansi(screen.getvalue())

@@ -16,11 +16,14 @@ A frame costs the refresh thread little, since every millisecond it holds the GI
 run's threads wait for: a tick where nothing visible changed (the board's version is the same and
 no elapsed time shown has moved on) returns at once; otherwise each line is made, and rendered
 by rich into segments, once per change of what it shows, and reused by later frames; a frame
-identical to the one on screen is not written. A plan taller than the terminal is not cut at
-the bottom: the frame shows a summary line, then the failed, running and last finished steps
-(then the next pending ones) as far as the screen allows, so a 10,000-step plan costs a frame no
-more than a 30-step one. The last frame, left on the screen when the run ends, shows the whole
-tree (up to ``FINAL_TREE_STEPS`` steps; the bounded view beyond).
+identical to the one on screen is not written. And a frame waits for a pause in the events (no
+event for ``QUIET`` seconds, ``MAX_WAIT`` at most): fifty steps starting at once are fifty
+threads wanting the GIL for their requests, and the frame is drawn once they have it. A plan
+taller than the terminal is not cut at the bottom: the frame shows a summary line, then the
+failed, running and last finished steps (then the next pending ones) as far as the screen
+allows, so a 10,000-step plan costs a frame no more than a 30-step one. The last frame, left on
+the screen when the run ends, shows the whole tree (up to ``FINAL_TREE_STEPS`` steps; the
+bounded view beyond).
 
 What it shows: ``planning…`` with the elapsed time and the tokens received so far while the
 planner works (``PlanningStarted``/``PlanningProgress``); each step as it arrives
@@ -69,6 +72,11 @@ __all__ = [
 
 REFRESH_PER_SECOND = 10.0
 """How often the live tree may be redrawn (by rich's refresh thread, never by an event)."""
+QUIET = 0.025
+"""A frame waits until no event came for this long (seconds): a burst of events is a burst of
+work on the run's threads (steps starting, finishing), which a frame would slow down."""
+MAX_WAIT = 0.25
+"""But an event waits at most this long for its frame."""
 FINAL_TREE_STEPS = 1000
 """The last frame draws the whole tree for a plan of up to this many steps."""
 
@@ -108,12 +116,14 @@ class Display:
         live: bool | None = None,
         refresh_per_second: float = REFRESH_PER_SECOND,
         clock: Callable[[], float] = time.monotonic,
+        quiet: float = QUIET,
     ) -> None:
         self.stream = stream or sys.stderr
         self.live_mode = use_rich(self.stream) if live is None else live
         self.console = Console(file=self.stream, no_color=not self.live_mode, highlight=False)
         self.refresh_per_second = refresh_per_second
         self._clock = clock  # when events arrive and how long things have run
+        self.quiet = quiet  # 0: draw at the first tick after an event
         self._board = Board()
         self._inbox: deque[tuple[float, Event]] = deque()
         self._board_lock = threading.Lock()  # taken by the renderer and ``stop``, never ``handle``
@@ -163,7 +173,8 @@ class Display:
 
     def tick(self) -> bool:
         """Do what the refresh thread does ten times a second, now, on this thread: take in
-        the events and draw a frame if anything shown changed. Says whether it drew one."""
+        the events and draw a frame if anything shown changed, unless events are still coming
+        fast (``quiet``). Says whether it drew one."""
         live, drawn = self._live, self.frames
         if live is not None:
             live.refresh()
@@ -216,11 +227,13 @@ class Display:
         screen. A tick where the board has not changed and no elapsed time shown has moved on
         costs a few attribute reads."""
         with self._board_lock:
+            board, now = self._board, self._clock()
+            if board.ended is None and self._busy(now):
+                return False
             self._drain()
-            board = self._board
             if board.ended is not None:
                 return self._last_frame(board, board.ended)
-            now, size = self._clock(), self.console.size
+            size = self.console.size
             drawn = (board.version, size)
             if drawn == self._drawn and now < self._drawing.next_change:
                 return False
@@ -232,6 +245,14 @@ class Display:
             self._shown, self._frame = lines, _Frame(lines)
             self.frames += 1
             return True
+
+    def _busy(self, now: float) -> bool:
+        """Whether events are still coming fast: the last one came less than ``quiet`` ago and
+        the first one not yet drawn less than ``MAX_WAIT`` ago."""
+        inbox = self._inbox  # only this thread takes from it: if not empty, it stays so
+        if not self.quiet or not inbox:
+            return False
+        return now - inbox[-1][0] < self.quiet and now - inbox[0][0] < MAX_WAIT
 
     def _last_frame(self, board: Board, ended: float) -> bool:
         """The frame left on screen: whole and wrapped at the screen's width, not cut."""

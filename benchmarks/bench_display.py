@@ -17,8 +17,10 @@ For each it reports the medians of the run's own wall time (``timing.wall_s`` of
 wall time over the critical path, and the moment the last step started (seconds since the run
 began: the display's cost shows first there), then the terminal's median wall time over the
 piped one. The target is a ratio within 1.03. First it prints what one ``Display.handle`` call
-costs the thread that emits the event, in process. The server is not the bottleneck: a listen
-backlog of 512, TCP_NODELAY, each reply written in one ``sendall``, a thread per connection.
+costs the thread that emits the event, and what one tick of the refresh thread costs, both in
+process, for that plan and for a 10,000-step one (idle, one step finished, a screenful of
+steps finished). The server is not the bottleneck: a listen backlog of 512, TCP_NODELAY, each reply
+written in one ``sendall``, a thread per connection.
 Prints; asserts nothing.
 """
 
@@ -341,6 +343,55 @@ def handle_cost(steps: int, events: int = 20000) -> dict[str, float]:
     return costs
 
 
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frame_cost(steps: int, repeat: int = 200) -> dict[str, float]:
+    """Microseconds of the refresh thread per tick (``Display.tick``) for a ``steps``-step plan,
+    every step running, on a 40 x 160 terminal: a tick where nothing changed, one where one
+    step finished, one where as many steps finished as the screen has rows for."""
+    from overseer.core.plan import Plan, Step
+    from overseer.events import PlanReady, StepFinished, StepStarted
+    from overseer.interfaces.display import Display
+
+    plan = Plan(steps=tuple(Step(step_id=f"s{i}", description="x", tool="t") for i in range(steps)))
+    clock = _Clock()
+    display = Display(_Terminal(), live=True, refresh_per_second=0.01, clock=clock, quiet=0.0)
+    display.console.size = (_COLS, _ROWS)
+    display.handle(PlanReady(0.0, plan))
+    for i in range(steps):
+        display.handle(StepStarted(0.0, f"s{i}"))
+    display.tick()
+
+    def per_tick(change: Any) -> float:
+        started = time.perf_counter()
+        for k in range(repeat):
+            change(k)
+            display.tick()
+        return (time.perf_counter() - started) / repeat * 1e6
+
+    shown = min(steps, _ROWS - 3)  # the steps a bounded frame shows, when not all fit
+
+    def every_row(k: int) -> None:
+        for i in range(shown):
+            display.handle(StepFinished(0.0, f"s{i}", "out", float(k)))
+
+    costs = {
+        "idle": per_tick(lambda k: None),
+        "one step finished": per_tick(
+            lambda k: display.handle(StepFinished(0.0, f"s{k % steps}", "out", float(k)))
+        ),
+        f"{shown} steps finished at once": per_tick(every_row),
+    }
+    display.stop()
+    return costs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=5, help="runs of each mode (5)")
@@ -352,6 +403,12 @@ def main(argv: list[str] | None = None) -> None:
         f"Display.handle per event, {args.steps}-step plan: {costs['terminal']:.1f} us on a "
         f"terminal (live tree redrawing), {costs['pipe']:.1f} us on a pipe (one line written)"
     )
+    for steps in sorted({args.steps, 10_000}):
+        frame = frame_cost(steps)
+        print(
+            f"a frame of a {steps}-step plan, refresh thread: "
+            + ", ".join(f"{what} {us:.0f} us" for what, us in frame.items())
+        )
     print(report(compare(args.repeat, args.steps, args.latency), args.steps, args.latency))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from overseer.core.plan import Plan, Step, parse_plan
+from overseer.core.plan import Plan, parse_plan
 from overseer.core.report import RunReport, Timing
 from overseer.core.results import RunOutcome
 from overseer.events import (
@@ -30,6 +30,7 @@ from overseer.events import (
 )
 from overseer.interfaces.display import Display, closing_line, use_rich
 from overseer.usage import Usage
+from tests.displayhelp import Clock, Screen, live_display, step
 from tests.replhelp import strip_ansi
 
 PLAN = parse_plan(
@@ -152,57 +153,6 @@ def test_rich_only_on_a_terminal_without_no_color(monkeypatch: object) -> None:
 
 
 # -- a terminal: recorded at once, drawn by rich's thread ------------------------------------------
-
-
-class Clock:
-    """The display's clock, moved by hand: elapsed times tick without a test waiting."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Screen(io.StringIO):
-    """A terminal as rich sees one; ``wait_for`` blocks until a text shows in a later write."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.changed = threading.Condition()
-        self.seen = 0
-        self.writes: list[tuple[str, str]] = []  # (thread name, text)
-
-    def isatty(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        with self.changed:
-            count = super().write(text)
-            self.writes.append((threading.current_thread().name, text))
-            self.changed.notify_all()
-        return count
-
-    def wait_for(self, text: str, timeout: float = 20) -> str:
-        """The screen's text (escapes stripped) from the last match up to ``text``."""
-        with self.changed:
-            shown = self.changed.wait_for(lambda: text in self._since(), timeout)
-            assert shown, f"{text!r} never showed; after the last match: {self._since()!r}"
-            since = self._since()
-            self.seen += len(self.getvalue()[self.seen :])
-            return since
-
-    def _since(self) -> str:
-        return strip_ansi(self.getvalue()[self.seen :])
-
-
-def live_display(clock: Clock | None = None) -> tuple[Display, Screen]:
-    screen = Screen()
-    return Display(screen, clock=clock or Clock()), screen
-
-
-def step(step_id: str, description: str, *deps: str) -> Step:
-    return Step(step_id=step_id, description=description, tool="t", depends_on=deps)
 
 
 def repeat(display: Display, event: Event, times: int) -> Callable[[], None]:
@@ -451,3 +401,12 @@ def test_the_live_tree_shows_control_characters_as_escapes() -> None:
     assert "\x1b]0;" not in raw and "\x1b[2J" not in raw and "\x07" not in raw
     shown = " ".join(strip_ansi(raw).split())  # the last frame wraps at the screen's width
     assert f"✗ a [t] {SHOWN} 0.20s {SHOWN}" in shown
+
+
+def test_on_the_real_clock_a_frame_comes_once_the_events_pause() -> None:
+    screen = Screen()
+    display = Display(screen)  # the default pause before a frame, on the real clock
+    display.handle(PlanReady(0.0, PLAN))
+    display.handle(StepStarted(0.0, "a"))
+    screen.wait_for("▶ a [t] Write")
+    display.stop()

@@ -38,3 +38,15 @@ def test_a_retried_stream_marks_its_new_start() -> None:
 
 def test_the_client_says_it_can_stream() -> None:
     assert OpenAIChat.streams is True
+
+
+def test_the_chunk_models_are_built_before_any_stream_reads_them() -> None:
+    """pydantic's deferred build of a model is not thread-safe: the client builds the stream's
+    chunk models once, under a lock, as it is made, before two streams could race to."""
+    from overseer.backends import llm
+    from tests.fake_openai import FakeOpenAI
+
+    with FakeOpenAI(lambda body: "hi") as fake:
+        chat = OpenAIChat(base_url=fake.url, api_key=None, model="m")
+        chat.complete(ChatRequest(messages=[{"role": "user", "content": "x"}]))
+    assert llm._CHUNKS_BUILT == [True]

@@ -134,6 +134,38 @@ def _import_sdk() -> None:
         import openai.resources.chat.chat  # noqa: F401
 
 
+_CHUNK_LOCK = threading.Lock()
+_CHUNKS_BUILT: list[bool] = []
+_SAMPLE_CHUNK: dict[str, Any] = {
+    "id": "chatcmpl-warm",
+    "object": "chat.completion.chunk",
+    "created": 0,
+    "model": "m",
+    "choices": [
+        {"index": 0, "delta": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
+
+
+def _build_chunk_models() -> None:
+    """Build the SDK's stream chunk models once, in one thread, before any stream is read.
+
+    pydantic builds a deferred model on its first use, and that build is not thread-safe
+    (pydantic issues 11849 and 13419): a batch whose plans stream at once on one client once
+    failed with a ``PydanticUserError`` from inside the SDK. Building them here, under a lock,
+    leaves nothing for the streams to build concurrently."""
+    with _CHUNK_LOCK:
+        if _CHUNKS_BUILT:
+            return
+        _CHUNKS_BUILT.append(True)
+        with contextlib.suppress(Exception):  # a stream would then say what is wrong
+            from openai._models import construct_type
+            from openai.types.chat import ChatCompletionChunk
+
+            construct_type(type_=ChatCompletionChunk, value=_SAMPLE_CHUNK)  # as a stream does
+
+
 @dataclass
 class _StreamState:
     """What a streamed reply has delivered so far."""
@@ -199,6 +231,7 @@ class OpenAIChat:
     def _make_client(self) -> openai.OpenAI:
         import openai
 
+        _build_chunk_models()
         http_client = _AbortableClient(
             self._aborter,
             timeout=self._timeout,

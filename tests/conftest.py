@@ -28,6 +28,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Likewise a suite started under ``nohup`` has SIGHUP ignored, and overseer keeps an ignored
+    # SIGHUP ignored (as ``nohup overseer`` asks): the tests that hang it up would wait forever.
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)

@@ -11,12 +11,12 @@ rests on:
 - the emitter waits until its event is committed (and with it every event before it) for a
   run's start;
 - a step that depends on others waits, as it starts (``StepStarted``, on its worker thread,
-  before its tool runs), until everything queued before its start is committed, its
-  dependencies' results included: no dependent runs before the output it is given is on
-  disk, and neither the thread that coordinates the run nor any other step waits for that
-  commit. A run killed (Ctrl-C, ``kill -9``) loses at most its steps in flight and the steps
-  that finished within those last 10 ms with no dependent started yet, which resuming runs
-  again (a plan not yet on disk is planned again);
+  before its tool runs), until its dependencies' results are committed (and with them every
+  event queued before them): no dependent runs before the output it is given is on disk, and
+  neither the thread that coordinates the run nor any other step waits for that commit. A
+  run killed (Ctrl-C, ``kill -9``) loses at most its steps in flight and the steps that
+  finished within those last 10 ms with no dependent started yet, which resuming runs again
+  (a plan not yet on disk is planned again);
 - the end of a run (``RunFinished``, ``RunAborted``) waits until everything of the run is
   committed, so a finished run never reads as unfinished; its ``--json`` object follows in a
   transaction nobody waits for (``close()``, a read in the same process and the end of the
@@ -232,7 +232,7 @@ class Journal:
     def _finished_at(self, event: StepFinished, place: int) -> None:
         with self._lock:
             run = self._runs.get(event.run_id)
-            if run is not None and event.step_id in run.needed:
+            if run is not None:
                 run.finished[event.step_id] = place
 
     def _then_report(self, event: Event, wait: Wait) -> None:
@@ -325,18 +325,16 @@ queue it without waiting (a dependent step's start)."""
 class _Recording:
     """What the journal tracks of a run it records, to know when an emitter must wait."""
 
-    __slots__ = ("dependent", "finished", "needed", "started")
+    __slots__ = ("dependent", "finished", "started")
 
     def __init__(self) -> None:
         self.dependent: dict[str, tuple[str, ...]] = {}  # step -> the steps it depends on
-        self.needed: set[str] = set()  # the steps other steps depend on
-        self.finished: dict[str, int] = {}  # needed step -> its StepFinished's queue place
+        self.finished: dict[str, int] = {}  # step -> its StepFinished's queue place
         self.started: set[str] = set()  # the steps that started in this attempt
 
     def plan(self, step: Step) -> None:
         if step.depends_on:
             self.dependent[step.step_id] = step.depends_on
-            self.needed.update(step.depends_on)
 
 
 def _wait_for(event: Event, run: _Recording, end: Callable[[str], None]) -> _Admitted:

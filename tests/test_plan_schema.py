@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from overseer.config import PlannerSettings, load_settings
 from overseer.core.plan import parse_plan, plan_json_schema
-from overseer.planning.planner import Planner, load_examples
+from overseer.planning.examples import load_pool
+from overseer.planning.planner import Planner
 from tests.fakes import ScriptedChat, plan_json
 
 TOOLS = sorted(t.name for t in load_settings().enabled_tools)
@@ -47,7 +48,7 @@ PLAIN = plan_json_schema(TOOLS, 5)
 
 @pytest.mark.parametrize("schema", [ORDERED, PLAIN], ids=["ordered", "plain"])
 def test_every_shipped_example_fits_the_schemas(schema: dict[str, Any]) -> None:
-    for example in load_examples():
+    for example in load_pool():
         assert admits(schema, example["plan"]), example["request"]
 
 

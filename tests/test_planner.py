@@ -11,7 +11,8 @@ from overseer.config import PlannerSettings, load_settings
 from overseer.core.plan import parse_plan
 from overseer.errors import PlanError
 from overseer.nodes.kinds import build_registry
-from overseer.planning.planner import Planner, load_examples
+from overseer.planning.examples import load_pool
+from overseer.planning.planner import Planner
 from overseer.usage import Usage
 from tests.fakes import ScriptedChat, plan_json, reply
 
@@ -127,7 +128,7 @@ JOKE = "write a joke and translate it to French and Spanish"
 
 
 def test_every_shipped_few_shot_plan_is_valid_against_the_default_registry() -> None:
-    examples = load_examples()
+    examples = load_pool()
     assert examples
     for example in examples:
         parse_plan(example["plan"], NAMES)

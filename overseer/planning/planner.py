@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from overseer.backends.chat import ChatClient, ChatReply, ChatRequest, Message
 from overseer.config import PlannerSettings
@@ -22,7 +21,7 @@ from overseer.planning import examples as few_shot
 from overseer.planning.jsontext import clip, extract_json
 from overseer.usage import Usage
 
-__all__ = ["PlanResult", "Planner", "give_up_message", "load_examples", "repair_messages"]
+__all__ = ["PlanResult", "Planner", "give_up_message", "repair_messages"]
 
 UsageSink = Callable[[Usage, str], None]
 RejectSink = Callable[[int, list[str]], None]
@@ -135,8 +134,3 @@ def give_up_message(attempts: int, problems: list[str]) -> str:
     shown = "; ".join(problems[:5]) or "no usable reply"
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
     return f"no valid plan after {attempts} attempts: {shown}{more}"
-
-
-def load_examples() -> list[dict[str, Any]]:
-    """Every few-shot plan the planner may show (``prompts/plan_examples_pool.json``)."""
-    return few_shot.load_pool()

@@ -17,7 +17,7 @@ from overseer.config import load_settings
 from overseer.core.executor import Executor
 from overseer.core.plan import parse_plan
 from overseer.core.toolbase import ToolResult
-from overseer.events import EventBus
+from overseer.events import Event, EventBus, PlanReady
 from overseer.interfaces.chat.session import ChatSession
 from tests.clihelp import responder, user_text
 from tests.fake_openai import FakeOpenAI, FakeReply
@@ -54,11 +54,25 @@ def held() -> Iterator[tuple[HeldStep, FakeOpenAI]]:
             script.release.set()
 
 
-def interrupt_when(event: threading.Event) -> threading.Thread:
-    """Send SIGINT to this process (so the main thread gets KeyboardInterrupt) once ``event``."""
+class PlanWatcher:
+    """A chat watcher that notes when the turn's streamed plan has every step."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, PlanReady):
+            self.ready.set()
+
+    def stop(self) -> None:
+        pass
+
+
+def interrupt_when(*events: threading.Event) -> threading.Thread:
+    """Send SIGINT to this process (the main thread gets KeyboardInterrupt) once all ``events``."""
 
     def watch() -> None:
-        if event.wait(30):
+        if all(event.wait(30) for event in events):
             os.kill(os.getpid(), signal.SIGINT)
 
     thread = threading.Thread(target=watch, daemon=True)
@@ -80,8 +94,10 @@ def test_sigint_during_a_step_cancels_the_turn_and_nothing_is_left_running(
 ) -> None:
     script, fake = held
     settings = load_settings(overrides={"backend.base_url": fake.url})
-    session = ChatSession(settings)
-    watcher = interrupt_when(script.arrived)
+    plan = PlanWatcher()
+    session = ChatSession(settings, watchers=(lambda: plan,))
+    # The plan streams: "slow" starts before "after" arrives, so wait for both.
+    watcher = interrupt_when(script.arrived, plan.ready)
     turn = session.ask("slow then more")
     watcher.join()
     assert turn.status == "cancelled" and turn.code == 130

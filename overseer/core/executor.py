@@ -24,7 +24,7 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from types import MappingProxyType
@@ -86,7 +86,7 @@ class _Done:
 
 @dataclass(frozen=True)
 class _Added:
-    step: Step
+    steps: tuple[Step, ...]
 
 
 @dataclass(frozen=True)
@@ -190,10 +190,18 @@ class Executor:
 
     def add_step(self, step: Step) -> None:
         """Add one step of a streamed plan; it starts as soon as its dependencies succeed."""
+        self.add_steps((step,))
+
+    def add_steps(self, steps: Sequence[Step]) -> None:
+        """Add several steps at once (one message for the run's thread, however many)."""
+        if not steps:
+            return
         with self._lock:
             if self._caller_closed:
-                raise RuntimeError(f"step {step.step_id!r} was added after the plan was closed")
-            self._inbox.put(_Added(step))
+                raise RuntimeError(
+                    f"step {steps[0].step_id!r} was added after the plan was closed"
+                )
+            self._inbox.put(_Added(tuple(steps)))
 
     def close(self) -> None:
         """The plan is complete: ``run()`` returns once every step has settled."""
@@ -301,7 +309,8 @@ class Executor:
         if isinstance(message, _Done):
             self._on_done(message)
         elif isinstance(message, _Added):
-            self._on_added(message.step)
+            for step in message.steps:
+                self._on_added(step)
         elif isinstance(message, _Closed):
             self._on_closed()
         elif isinstance(message, Settled):

@@ -78,10 +78,13 @@ class Gate:
     def __init__(self, slots: int, caps: Mapping[str, int] | None = None) -> None:
         if slots < 1:
             raise ValueError(f"a gate needs at least 1 slot, got {slots!r}")
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._slots = slots
         self._caps = dict(caps or {})
         self._holds: list[_Hold] = []
+        self._own = 0  # holds that borrow no slot, live or cancelled: at least the slots in use
+        self._waiting = 0  # threads in ``_wait``: a release with none wakes nobody
 
     @property
     def free(self) -> int:
@@ -111,7 +114,7 @@ class Gate:
             self._cond.notify_all()
 
     def _acquire(self, tool: str, owner: Slot | None, ctx: CallContext) -> _Hold:
-        with self._cond:
+        with self._lock:  # the lock of ``_cond``, taken directly: every step passes here
             while not self._available(tool, owner):
                 self._wait(tool, ctx)
             if ctx.cancelled.is_set():
@@ -121,13 +124,17 @@ class Gate:
             self._holds.append(hold)
             if borrowed is not None:
                 borrowed._holds.append(hold)
+            else:
+                self._own += 1
             return hold
 
     def _available(self, tool: str, owner: Slot | None) -> bool:
         cap = self._caps.get(tool)
         if cap is not None and self._busy(tool) >= cap:
             return False
-        return (owner is not None and not owner.lent) or self._free() > 0
+        if owner is not None and not owner.lent:
+            return True
+        return self._own < self._slots or self._free() > 0  # counting the live ones only if full
 
     def _free(self) -> int:
         return self._slots - sum(1 for h in self._holds if h.live and h.borrowed is None)
@@ -141,11 +148,18 @@ class Gate:
         remaining = ctx.remaining()
         if remaining is not None and remaining <= 0:
             raise StepTimeout(f"tool {tool!r} timed out waiting for a free slot")
-        self._cond.wait(remaining)
+        self._waiting += 1
+        try:
+            self._cond.wait(remaining)
+        finally:
+            self._waiting -= 1
 
     def _release(self, hold: _Hold) -> None:
-        with self._cond:
+        with self._lock:
             self._holds.remove(hold)
             if hold.borrowed is not None:
                 hold.borrowed._holds.remove(hold)
-            self._cond.notify_all()
+            else:
+                self._own -= 1
+            if self._waiting:
+                self._cond.notify_all()

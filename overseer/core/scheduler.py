@@ -342,7 +342,9 @@ def critical_path(steps: Sequence[Step], durations: Mapping[str, float]) -> tupl
     finish: dict[str, float] = {}
     via: dict[str, str | None] = {}
     for step in _topological(steps):
-        before = max(_known_deps(step, finish), key=finish.__getitem__, default=None)
+        deps = step.depends_on
+        known = _known_deps(step, finish) if deps else ()
+        before = max(known, key=finish.__getitem__, default=None)
         via[step.step_id] = before
         start = 0.0 if before is None else finish[before]
         finish[step.step_id] = start + durations.get(step.step_id, 0.0)
@@ -369,11 +371,14 @@ def _topological(steps: Sequence[Step]) -> list[Step]:
     """``steps`` ordered so each comes after its (known) dependencies; stable for ties."""
     by_id = {s.step_id: s for s in steps}
     missing, dependents = _edges(steps, by_id)
+    if not dependents:  # no step needs another: already in order (a fan-out, a big batch)
+        return [by_id[s.step_id] for s in steps]
     ready = deque(s.step_id for s in steps if missing[s.step_id] == 0)
     order: list[Step] = []
     while ready:
-        order.append(by_id[ready.popleft()])
-        for dependent in dependents[order[-1].step_id]:
+        step_id = ready.popleft()
+        order.append(by_id[step_id])
+        for dependent in dependents.get(step_id, ()):
             missing[dependent] -= 1
             if missing[dependent] == 0:
                 ready.append(dependent)

@@ -225,7 +225,7 @@ class PlanningSession:
             self.state.steps.append(step)
             self.state.rounds_of[step.step_id] = rounds_of.get(step.step_id, self._round)
             self._tell(step)
-            self.executor.add_step(step)
+        self.executor.add_steps(plan.steps)  # one message, however large the plan
         if complete:  # else PlanReady comes once the rest has arrived
             self.state.plan_s = self._since()
             self.bus.emit(PlanReady(self._since(), plan, (), round=self._round))

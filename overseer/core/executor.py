@@ -198,9 +198,7 @@ class Executor:
             return
         with self._lock:
             if self._caller_closed:
-                raise RuntimeError(
-                    f"step {steps[0].step_id!r} was added after the plan was closed"
-                )
+                raise RuntimeError(f"step {steps[0].step_id!r} was added after the plan was closed")
             self._inbox.put(_Added(tuple(steps)))
 
     def close(self) -> None:

@@ -563,3 +563,26 @@ def test_critical_path_ties_go_to_the_first_listed() -> None:
     steps = [step("a"), step("b"), step("c", "a", "b")]
     assert critical_path(steps, {"a": 1.0, "b": 1.0, "c": 1.0}) == (2.0, ["a", "c"])
     assert critical_path([step("p"), step("q")], {"p": 1.0, "q": 1.0}) == (1.0, ["p"])
+
+
+@given(steps=dags(), data=st.data())
+@settings(max_examples=150, deadline=None)
+def test_critical_path_is_the_longest_chain_however_the_steps_are_listed(
+    steps: list[Step], data: st.DataObject
+) -> None:
+    """Listed after their dependencies (the one-pass path) or in any order (the sorted path):
+    the same length, and the path returned is a real chain of that length."""
+    durations = {s.step_id: data.draw(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.5])) for s in steps}
+    by_id = {s.step_id: s for s in steps}
+    longest: dict[str, float] = {}
+    for s in steps:  # dags() lists every step after its dependencies
+        longest[s.step_id] = durations[s.step_id] + max(
+            (longest[d] for d in s.depends_on), default=0.0
+        )
+    shuffled = data.draw(st.permutations(steps))
+    for listed in (steps, shuffled):
+        total, path = critical_path(listed, durations)
+        assert total == max(longest.values())
+        assert sum(durations[i] for i in path) == total
+        assert all(a in by_id[b].depends_on for a, b in itertools.pairwise(path))
+        assert not by_id[path[0]].depends_on  # the chain starts at a root

@@ -339,15 +339,9 @@ def critical_path(steps: Sequence[Step], durations: Mapping[str, float]) -> tupl
     A step missing from ``durations`` counts as 0; ties go to the candidate listed first.
     Dependencies on steps not in ``steps`` are ignored; a cycle raises ``ValueError``.
     """
-    finish: dict[str, float] = {}
-    via: dict[str, str | None] = {}
-    for step in _topological(steps):
-        deps = step.depends_on
-        known = _known_deps(step, finish) if deps else ()
-        before = max(known, key=finish.__getitem__, default=None)
-        via[step.step_id] = before
-        start = 0.0 if before is None else finish[before]
-        finish[step.step_id] = start + durations.get(step.step_id, 0.0)
+    known = {s.step_id for s in steps}
+    found = _longest(steps, known, durations)  # plans usually list steps after their needs
+    finish, via = found if found is not None else _longest_ordered(steps, known, durations)
     if not finish:
         return 0.0, []
     end = max((s.step_id for s in steps), key=finish.__getitem__)
@@ -356,6 +350,38 @@ def critical_path(steps: Sequence[Step], durations: Mapping[str, float]) -> tupl
 
 def _known_deps(step: Step, known: Mapping[str, object]) -> list[str]:
     return [d for d in step.depends_on if d in known]
+
+
+_Longest = tuple[dict[str, float], dict[str, str | None]]
+
+
+def _longest(
+    steps: Iterable[Step], known: set[str], durations: Mapping[str, float]
+) -> _Longest | None:
+    """Each step's finish on the longest chain to it, and the dependency that chain comes
+    through; None when a step comes before one of its (known) dependencies."""
+    finish: dict[str, float] = {}
+    via: dict[str, str | None] = {}
+    for step in steps:
+        before, start = None, 0.0
+        for dep in step.depends_on:
+            at = finish.get(dep)
+            if at is None:
+                if dep in known:
+                    return None
+            elif before is None or at > start:  # ties: the first listed
+                before, start = dep, at
+        via[step.step_id] = before
+        finish[step.step_id] = start + durations.get(step.step_id, 0.0)
+    return finish, via
+
+
+def _longest_ordered(
+    steps: Sequence[Step], known: set[str], durations: Mapping[str, float]
+) -> _Longest:
+    found = _longest(_topological(steps), known, durations)
+    assert found is not None  # in topological order every dependency comes first
+    return found
 
 
 def _walk_back(end: str, via: Mapping[str, str | None]) -> list[str]:

@@ -62,6 +62,8 @@ def _decode(body: bytes) -> dict[str, Any]:
         message = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise FrameError("a frame did not hold UTF-8 JSON") from None
+    except RecursionError:
+        raise FrameError("a frame held JSON nested too deeply to read") from None
     if not isinstance(message, dict) or not isinstance(message.get("op"), str):
         raise FrameError("a frame did not hold an object with an 'op'")
     return message

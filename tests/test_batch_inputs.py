@@ -95,3 +95,10 @@ def test_any_text_gives_items_or_numbered_problems_never_an_exception(lines: lis
 def test_json_strings_round_trip_as_requests(requests: list[str]) -> None:
     parsed = parse_lines([json.dumps(r) for r in requests], "jsonl")
     assert [item.request for item in parsed.items] == requests
+
+
+def test_a_line_nested_too_deeply_is_a_numbered_problem() -> None:
+    parsed = parse_lines(['"fine"', "[" * 200_000], "jsonl")
+    assert [item.request for item in parsed.items] == ["fine"]
+    [problem] = parsed.problems
+    assert problem.line == 2 and "nested too deeply" in str(problem)

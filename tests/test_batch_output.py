@@ -63,3 +63,10 @@ def test_an_unwritable_output_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_batch_ids_differ() -> None:
     assert new_batch_id("x") != new_batch_id("x")
+
+
+def test_a_line_nested_too_deeply_is_dropped_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_text(line(1, "succeeded") + "\n" + "[" * 200_000 + "\n")
+    prior = read_prior(path)
+    assert set(prior.succeeded) == {"1"} and prior.dropped == 1

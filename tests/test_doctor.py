@@ -44,7 +44,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         status, body = self.server.routes.get(self.path, (404, {"error": {"message": "x"}}))
-        payload = json.dumps(body).encode()
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -291,6 +291,18 @@ def test_a_server_answering_garbage_fails_clearly(server: tuple[str, dict[str, A
     routes["/v1/models"] = (200, [1, 2])
     [check] = check_backend(settings_for(url))
     assert check.status == "FAIL" and "did not answer with a JSON object" in check.detail
+
+
+@pytest.mark.parametrize("route", ["/v1/models", "/v1/chat/completions"])
+def test_a_server_answering_json_nested_too_deeply_fails_clearly(
+    server: tuple[str, dict[str, Any]], route: str
+) -> None:
+    url, routes = server
+    routes[route] = (200, b"[" * 200_000)
+    if route != "/v1/models":
+        routes["/v1/models"] = (404, {"error": {"message": "[" * 200_000}})
+    [check] = check_backend(settings_for(url))
+    assert check.status == "FAIL" and "nested too deeply" in check.detail
 
 
 def test_a_rate_limited_server_says_so(server: tuple[str, dict[str, Any]]) -> None:

@@ -92,6 +92,7 @@ def test_the_output_is_one_json_value(stdout: bytes, value: object) -> None:
         (b"hello", "is not one JSON value"),
         (b'"a"\n"b"\n', "is not one JSON value (Extra data at line 2)"),
         (b"\xff\xfe", "is not UTF-8 text"),
+        pytest.param(b"[" * 200_000, "is JSON nested too deeply to read", id="too-deep"),
     ],
 )
 def test_anything_else_is_a_clear_output_error(stdout: bytes, problem: str) -> None:

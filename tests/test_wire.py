@@ -29,6 +29,9 @@ def test_frames_round_trip_in_order() -> None:
         (b"\x00\x00\x00\x03abc", "UTF-8 JSON"),
         (b"\x00\x00\x00\x02[]", "an object with an 'op'"),
         (b'\x00\x00\x00\x08{"op":1}', "an object with an 'op'"),
+        pytest.param(
+            (200_000).to_bytes(4, "big") + b"[" * 200_000, "nested too deeply", id="too-deep"
+        ),
     ],
 )
 def test_garbage_is_a_frame_error(raw: bytes, problem: str) -> None:

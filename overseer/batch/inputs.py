@@ -108,6 +108,8 @@ def _json_item(number: int, line: str) -> BatchItem | BadLine:
         value = json.loads(line)
     except json.JSONDecodeError as exc:
         return BadLine(number, f"not valid JSON ({exc.msg}): {_clip(line)!r}")
+    except RecursionError:
+        return BadLine(number, f"JSON nested too deeply to read: {_clip(line)!r}")
     if isinstance(value, str):
         return _checked(number, number, value)
     if not isinstance(value, dict):

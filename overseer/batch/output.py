@@ -71,7 +71,7 @@ def _take(prior: PriorLines, line: str) -> None:
 def _parse(line: str) -> dict[str, Any] | None:
     try:
         data = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # a damaged or foreign line: not one of ours
         return None
     return data if isinstance(data, dict) and "id" in data else None
 

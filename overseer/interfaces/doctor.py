@@ -148,7 +148,10 @@ def _http(url: str, key: str, payload: dict[str, Any] | None, timeout: float) ->
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(url, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        body = json.loads(response.read() or b"{}")
+        try:
+            body = json.loads(response.read() or b"{}")
+        except RecursionError:
+            raise ValueError("the server answered JSON nested too deeply to read") from None
     if not isinstance(body, dict):
         raise ValueError("the server did not answer with a JSON object")
     return body
@@ -169,7 +172,7 @@ def _error_text(exc: HTTPError) -> str:
     try:
         body = json.loads(exc.read() or b"{}")
         return str((body.get("error") or {}).get("message") or "")[:200]
-    except (ValueError, AttributeError, OSError):
+    except (ValueError, AttributeError, OSError, RecursionError):
         return ""
 
 

@@ -90,3 +90,7 @@ def parse_output(stdout: bytes) -> Any:
             f"it began with {text[:120]!r}. Print only the result on stdout; use stderr for "
             "anything else"
         ) from None
+    except RecursionError:
+        raise NodeOutputError(
+            f"the node's stdout is JSON nested too deeply to read; it began with {text[:120]!r}"
+        ) from None

@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -32,6 +33,7 @@ from overseer.events import (
     UsageRecorded,
 )
 from overseer.interfaces.runs import format_run
+from overseer.journal import schema
 from overseer.journal.reader import is_live
 from overseer.journal.schema import SCHEMA_VERSION
 from overseer.journal.sql import process_start, read_start_time
@@ -531,6 +533,46 @@ def test_a_migration_is_done_once_however_many_open_it(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(WAIT)
     assert results == [1, 1, 1, 1] and _version(path) == SCHEMA_VERSION
+
+
+class _LockedAtFirst:
+    """A connection whose switch to WAL meets "locked" ``times`` times: what SQLite answers,
+    at once and without its busy handler, to one of several processes opening a journal not
+    yet in WAL (the real race, test_a_migration_is_done_once_however_many_open_it, met it in
+    about 1 run of 50 on a loaded machine)."""
+
+    def __init__(self, times: int, message: str = "database is locked") -> None:
+        self.left = times
+        self.message = message
+        self.calls = 0
+
+    def execute(self, sql: str) -> None:
+        self.calls += 1
+        if self.left:
+            self.left -= 1
+            raise sqlite3.OperationalError(self.message)
+
+
+def test_the_switch_to_wal_is_retried_while_the_file_is_locked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr(schema, "_pause", pauses.append)
+    conn = _LockedAtFirst(3)
+    schema._use_wal(cast(sqlite3.Connection, conn), busy_timeout=WAIT)
+    assert conn.calls == 4 and len(pauses) == 3 and pauses == sorted(pauses)
+
+
+def test_a_lock_beyond_the_busy_timeout_or_another_error_is_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(schema, "_pause", lambda seconds: None)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        schema._use_wal(cast(sqlite3.Connection, _LockedAtFirst(10**9)), busy_timeout=0.0)
+    broken = _LockedAtFirst(1, "disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        schema._use_wal(cast(sqlite3.Connection, broken), busy_timeout=WAIT)
+    assert broken.calls == 1
 
 
 def test_a_forked_child_records_with_the_journal_it_inherited(tmp_path: Path) -> None:

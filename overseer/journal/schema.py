@@ -10,6 +10,7 @@ used to fail every write and warn on every run. A file from a newer build is lef
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from overseer.errors import OverseerError
@@ -95,7 +96,7 @@ def open_journal(path: Path, busy_timeout: float) -> sqlite3.Connection:
     try:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {max(0, int(busy_timeout * 1000))}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn, busy_timeout)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn, path)
@@ -103,6 +104,26 @@ def open_journal(path: Path, busy_timeout: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+_pause = time.sleep  # the retry's pause (a test watches it)
+
+
+def _use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL. On a file not yet in WAL (new, or from version 1) that others
+    are opening too, SQLite answers "locked" at once, without its busy handler: so the switch
+    is retried here for up to the busy timeout, as the handler would."""
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        _pause(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:

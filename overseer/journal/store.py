@@ -59,9 +59,13 @@ from overseer.events import (
     RunAborted,
     RunFinished,
     RunStarted,
+    StepCancelled,
+    StepFailed,
     StepFinished,
     StepPlanned,
+    StepSkipped,
     StepStarted,
+    UsageRecorded,
 )
 from overseer.journal.reader import (
     LIST_ONE_SQL,
@@ -188,20 +192,33 @@ class Journal:
         return self._writer.flush(timeout)
 
     def _submit(self, event: Event, bus: EventBus) -> None:
+        kind = type(event)
+        if kind in _PLAIN:  # most events: queued as they come, no lock of the journal's
+            self._record_plain(event, kind is StepFinished)
+            return
         wait = self._admit(event, bus)
         if wait is None:
             return
         if wait == "prior":  # a dependent starting: its inputs are on disk before it runs
             self._writer.settle(self._inputs_written(cast(StepStarted, event)))
             wait = "no"
-        place = self._writer.submit(event, wait)
-        if isinstance(event, StepFinished):
-            self._finished_at(event, place)
+        self._writer.submit(event, wait)
         if wait == "end":
             self._then_report(event, "no")
             with self._lock:
                 self._run_buses.pop(event.run_id, None)
                 self._problems.pop(event.run_id, None)
+
+    def _record_plain(self, event: Event, finished: bool) -> None:
+        """Queue an event nobody waits for. The run is looked up with one dict read (atomic);
+        a step's result notes its queue place for the dependents that will wait for it (they
+        start after this returns, on the thread that emitted it)."""
+        run = self._runs.get(event.run_id) if event.run_id else None
+        if run is None:
+            return
+        place = self._writer.submit(event)
+        if finished:
+            run.finished[cast(StepFinished, event).step_id] = place
 
     def _admit(self, event: Event, bus: EventBus | None) -> _Admitted | None:
         """Whether to record ``event`` (None: not) and how long its emitter waits for it."""
@@ -228,12 +245,6 @@ class Journal:
                 return 0
             places = run.finished
             return max((places.get(d, 0) for d in run.dependent[event.step_id]), default=0)
-
-    def _finished_at(self, event: StepFinished, place: int) -> None:
-        with self._lock:
-            run = self._runs.get(event.run_id)
-            if run is not None:
-                run.finished[event.step_id] = place
 
     def _then_report(self, event: Event, wait: Wait) -> None:
         """After a finished run's end: its ``--json`` object, in a transaction of its own."""
@@ -316,6 +327,9 @@ class Journal:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
 
+
+_PLAIN = frozenset({StepFinished, StepFailed, StepSkipped, StepCancelled, UsageRecorded})
+"""Event kinds recorded as they come: nothing to decide, nobody waits."""
 
 _Admitted = Literal["no", "commit", "end", "prior"]
 """A ``Wait``, or ``prior``: wait until everything queued before the event is committed, then

@@ -47,7 +47,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from overseer.core.plan import Plan, Step
 from overseer.errors import UsageError
@@ -196,12 +196,12 @@ class Journal:
         if kind in _PLAIN:  # most events: queued as they come, no lock of the journal's
             self._record_plain(event, kind is StepFinished)
             return
+        if kind is StepStarted:
+            self._record_start(cast(StepStarted, event))
+            return
         wait = self._admit(event, bus)
         if wait is None:
             return
-        if wait == "prior":  # a dependent starting: its inputs are on disk before it runs
-            self._writer.settle(self._inputs_written(cast(StepStarted, event)))
-            wait = "no"
         self._writer.submit(event, wait)
         if wait == "end":
             self._then_report(event, "no")
@@ -220,7 +220,19 @@ class Journal:
         if finished:
             run.finished[cast(StepFinished, event).step_id] = place
 
-    def _admit(self, event: Event, bus: EventBus | None) -> _Admitted | None:
+    def _record_start(self, event: StepStarted) -> None:
+        """A step starting: one that depends on others first waits until the results it is
+        given are committed. No lock: the run is one dict read, and a step starts on one thread
+        at a time (its retries on the same one)."""
+        run = self._runs.get(event.run_id) if event.run_id else None
+        if run is None:
+            return
+        if _first_dependent_start(run, event.step_id):
+            places = run.finished
+            self._writer.settle(max(places.get(d, 0) for d in run.dependent[event.step_id]))
+        self._writer.submit(event)
+
+    def _admit(self, event: Event, bus: EventBus | None) -> Wait | None:
         """Whether to record ``event`` (None: not) and how long its emitter waits for it."""
         run_id = event.run_id
         if not run_id or type(event) not in WRITERS:
@@ -236,15 +248,6 @@ class Journal:
             if run is None:
                 return None
             return _wait_for(event, run, self._end)
-
-    def _inputs_written(self, event: StepStarted) -> int:
-        """The queue place of the last result a starting step is given (0: none queued)."""
-        with self._lock:
-            run = self._runs.get(event.run_id)
-            if run is None:
-                return 0
-            places = run.finished
-            return max((places.get(d, 0) for d in run.dependent[event.step_id]), default=0)
 
     def _then_report(self, event: Event, wait: Wait) -> None:
         """After a finished run's end: its ``--json`` object, in a transaction of its own."""
@@ -331,10 +334,6 @@ class Journal:
 _PLAIN = frozenset({StepFinished, StepFailed, StepSkipped, StepCancelled, UsageRecorded})
 """Event kinds recorded as they come: nothing to decide, nobody waits."""
 
-_Admitted = Literal["no", "commit", "end", "prior"]
-"""A ``Wait``, or ``prior``: wait until everything queued before the event is committed, then
-queue it without waiting (a dependent step's start)."""
-
 
 class _Recording:
     """What the journal tracks of a run it records, to know when an emitter must wait."""
@@ -351,14 +350,20 @@ class _Recording:
             self.dependent[step.step_id] = step.depends_on
 
 
-def _wait_for(event: Event, run: _Recording, end: Callable[[str], None]) -> _Admitted:
+def _first_dependent_start(run: _Recording, step_id: str) -> bool:
+    """Notes that ``step_id`` started; True the first time, for a step that depends on others
+    (a retry's start waited already, at the step's first start)."""
+    first = step_id not in run.started
+    run.started.add(step_id)
+    return first and step_id in run.dependent
+
+
+def _wait_for(event: Event, run: _Recording, end: Callable[[str], None]) -> Wait:
     """The emitter's wait for an event of a run being recorded (the rule in the docstring).
     A retry's start waited already, at the step's first start."""
-    if isinstance(event, StepStarted):
-        step_id = event.step_id
-        first = step_id not in run.started
-        run.started.add(step_id)
-        return "prior" if first and step_id in run.dependent else "no"
+    if isinstance(event, StepStarted):  # from ``record()``, which waits for it anyway
+        _first_dependent_start(run, event.step_id)
+        return "no"
     if isinstance(event, StepPlanned):
         run.plan(cast(Step, event.step))
         return "no"

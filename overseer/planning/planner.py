@@ -22,7 +22,7 @@ from overseer.planning.borrowing import Borrowing, borrowing_of
 from overseer.planning.jsontext import clip, extract_json
 from overseer.usage import Usage
 
-__all__ = ["PlanResult", "Planner", "check_borrowing", "give_up_message", "repair_messages"]
+__all__ = ["PlanResult", "Planner", "give_up_message", "repair_messages"]
 
 UsageSink = Callable[[Usage, str], None]
 RejectSink = Callable[[int, list[str]], None]
@@ -51,23 +51,16 @@ class Planner:
     """Set it to abort the planning call in flight (Ctrl-C)."""
 
     def plan(self, request: str, context: str = "") -> PlanResult:
-        """A valid plan, or ``PlanError`` once ``max_repairs`` re-asks have failed too.
-
-        A plan whose steps borrow an example's words (``planning.borrowing``) is sent back like
-        an invalid one, except on the last attempt: borrowing never costs a plan."""
+        """A valid plan, or ``PlanError`` once ``max_repairs`` re-asks have failed too."""
         messages = self.opening(request, context)
-        borrowing = self.borrowing(request, context)
         usage = Usage()
         problems: list[str] = []
-        last = self.settings.max_repairs + 1
-        for attempt in range(1, last + 1):
+        for attempt in range(1, self.settings.max_repairs + 2):
             reply = self.chat.complete(self._request(messages))
             usage += reply.usage
             self._count(reply)
             try:
                 plan = self._parse(reply)
-                if attempt < last:
-                    check_borrowing(plan, borrowing)
             except PlanValidationError as exc:
                 problems = exc.problems
                 self._rejected(attempt, problems)
@@ -141,14 +134,6 @@ def repair_messages(reply_text: str, problems: list[str]) -> list[Message]:
         {"role": "assistant", "content": clip(reply_text)},  # a hostile reply may be huge
         {"role": "user", "content": render("planner_repair.md", problems=listed)},
     ]
-
-
-def check_borrowing(plan: Plan, borrowing: Borrowing) -> None:
-    """``PlanValidationError`` naming each step that borrowed an example's words."""
-    problems = [borrowing.problem(s.step_id, s.description) for s in plan.steps]
-    found = [p for p in problems if p is not None]
-    if found:
-        raise PlanValidationError(found)
 
 
 def give_up_message(attempts: int, problems: list[str]) -> str:

@@ -191,7 +191,6 @@ class RoundPlanner:
     ) -> tuple[ChatReply, _Call, list[str]]:
         ready = ready if attempt == 1 else None  # only the first reply carries a decision
         gate.reopen()
-        gate.lenient = attempt > self.settings.max_repairs  # the last: borrowing costs no plan
         call = _Call(StepStream(ready=ready), gate, self.hooks, Progress(self.hooks.on_progress))
         self.hooks.on_call()
         reply = self.chat.complete(self._request(messages, schema, call))

@@ -213,7 +213,6 @@ class PlanningSession:
             ordered=planner.settings.ordered_steps,
         )
         gate = self._gate(set(), set())
-        gate.borrowing = planner.borrowing(request, context)
         self._round_planner().run(planner.opening(request, context), gate, (schema, "plan"))
         self._round_done()
 
@@ -234,7 +233,6 @@ class PlanningSession:
     def _rest_of(self, request: str, context: str) -> None:
         """Ask for the rest of a round's plan that stopped arriving (a resumed run)."""
         gate = self._gate(set(self.state.rounds_of), set(self.state.rounds_of))
-        gate.borrowing = self.planner.borrowing(request, context)
         gate.accepted = [
             s for s in self.state.steps if self.state.rounds_of[s.step_id] == self._round
         ]

@@ -10,9 +10,7 @@ The rules (the README's "Streamed plans" section says the same to users):
    with the lenient ``extract_json``, as for a reply that came in one piece.
 2. **Checks, in order.** Each complete step must be a well-formed step with a known tool and an
    id not used before, that depends only on steps already accepted (earlier in this reply, or
-   finished in an earlier round), and whose description borrows no word of the few-shot
-   examples (``planning.borrowing``; not checked on a round's last attempt, so that borrowing
-   never costs a plan). A valid step goes to the executor at once (``on_step``).
+   finished in an earlier round). A valid step goes to the executor at once (``on_step``).
 3. **A bad step mid-stream.** The first invalid step ends what is taken from that reply; the
    steps accepted before it keep running. When the reply ends, the planner is asked for the
    *rest* of the plan only, given the problems and the accepted steps (``planner_rest.md``),
@@ -40,7 +38,6 @@ from pydantic_core import from_json
 
 from overseer.core.plan import Step, pydantic_summary
 from overseer.errors import PlanValidationError
-from overseer.planning.borrowing import Borrowing
 from overseer.planning.jsontext import extract_json
 
 __all__ = ["Progress", "StepGate", "StepStream", "Verdict", "plan_items"]
@@ -168,8 +165,7 @@ class StepGate:
     """Checks a round's step objects in the order they arrive (rule 2 of the module docstring).
 
     ``usable`` holds the ids later steps may depend on (finished steps of earlier rounds, then
-    each accepted step); ``taken`` every id used in the run; ``limit`` the steps of one round;
-    ``borrowing`` the examples' words a description must not name, unless ``lenient``.
+    each accepted step); ``taken`` every id used in the run; ``limit`` the steps of one round.
     """
 
     tools: frozenset[str]
@@ -178,8 +174,6 @@ class StepGate:
     taken: set[str] = field(default_factory=set)
     accepted: list[Step] = field(default_factory=list)
     refused: bool = False
-    borrowing: Borrowing = field(default_factory=Borrowing)
-    lenient: bool = False
 
     def offer(self, raw: Any, number: int) -> Verdict:
         """Check step object ``raw`` (the ``number``-th of its reply, from 1)."""
@@ -211,8 +205,7 @@ class StepGate:
         problems += [
             _bad_dependency(step.step_id, dep) for dep in step.depends_on if dep not in self.usable
         ]
-        borrowed = None if self.lenient else self.borrowing.problem(step.step_id, step.description)
-        return problems if borrowed is None else [*problems, borrowed]
+        return problems
 
     def _refuse(self, problems: list[str], *, whole: bool = False) -> Verdict:
         self.refused = True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,14 @@ from tests.streamhelp import step_obj
 
 MAIN = "write a joke and translate it to French and Spanish"
 LEAKED = [
-    step_obj(1, "Write a joke about a lighthouse keeper named Bram", "content_generator"),
-    step_obj(2, "Translate the joke about Bram to French", "translator", [1]),
+    step_obj(1, "Write a riddle about the ferry", "content_generator"),
+    step_obj(2, "Translate the joke to Finnish", "translator", [1]),
 ]
 CLEAN = [
     step_obj(1, "Write a joke", "content_generator"),
     step_obj(2, "Translate the joke to French", "translator", [1]),
     step_obj(3, "Translate the joke to Spanish", "translator", [1]),
 ]
-
-
-def plan_text(steps: list[dict[str, Any]]) -> str:
-    return json.dumps({"steps": steps})
 
 
 def main_job_borrowing() -> Borrowing:
@@ -46,7 +41,7 @@ def test_words_are_lowercase_with_plurals_dropped_and_numbers_kept() -> None:
 
 def test_the_closest_examples_subject_is_foreign_to_the_main_job() -> None:
     foreign = main_job_borrowing().foreign
-    assert {"bram", "lighthouse", "keeper", "riddle"} <= foreign
+    assert {"riddle", "finnish", "hungarian", "ferry"} <= foreign
     assert not {"joke", "french", "spanish", "translate", "write", "words"} & foreign
 
 
@@ -84,11 +79,11 @@ def test_the_scorer_counts_a_plan_that_borrows_and_prints_its_words() -> None:
     leaked, clean = bench.Score(MAIN, attempts=1), bench.Score(MAIN, attempts=1)
     bench.score_plan(leaked, parse_plan({"steps": LEAKED}), case, borrowing)
     bench.score_plan(clean, parse_plan({"steps": CLEAN}), case, borrowing)
-    assert leaked.borrowed and leaked.borrowed_words == ["lighthouse", "keeper", "Bram"]
+    assert leaked.borrowed and leaked.borrowed_words == ["riddle", "ferry", "Finnish"]
     assert not clean.borrowed and bench.summary([leaked, clean])["borrowed"] == "1/2"
 
 
-def test_the_examples_the_check_reads_are_those_the_planner_shows() -> None:
+def test_the_examples_read_are_those_the_planner_shows() -> None:
     registry = build_registry(load_settings(), chat=ScriptedChat())
     shown = pick_examples(MAIN, registry.names())
-    assert "Bram" in shown[0]["request"]  # the closest, whose subject leaked before
+    assert shown[0]["request"].startswith("Write a riddle and translate it")  # the closest

@@ -20,6 +20,7 @@ from overseer.errors import PlanError, PlanValidationError
 from overseer.planning import examples as few_shot
 from overseer.planning.borrowing import Borrowing, borrowing_of
 from overseer.planning.jsontext import clip, extract_json
+from overseer.planning.splitting import split_plan
 from overseer.usage import Usage
 
 __all__ = ["PlanResult", "Planner", "give_up_message", "repair_messages"]
@@ -110,7 +111,10 @@ class Planner:
             data = extract_json(reply.text)
         except ValueError as exc:
             raise PlanValidationError([f"the reply is not JSON: {exc}"]) from None
-        return parse_plan(data, self.tool_names, self.settings.max_steps)
+        plan = split_plan(parse_plan(data, self.tool_names, self.settings.max_steps))
+        if len(plan.steps) > self.settings.max_steps:
+            raise PlanValidationError([f"the plan has more than {self.settings.max_steps} steps"])
+        return plan
 
     def _count(self, reply: ChatReply) -> None:
         if self.on_usage is not None:

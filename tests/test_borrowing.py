@@ -18,7 +18,7 @@ from tests.streamhelp import step_obj
 
 MAIN = "write a joke and translate it to French and Spanish"
 LEAKED = [
-    step_obj(1, "Write a riddle about the ferry", "content_generator"),
+    step_obj(1, "Write a tongue twister about the ferry", "content_generator"),
     step_obj(2, "Translate the joke to Finnish", "translator", [1]),
 ]
 CLEAN = [
@@ -41,7 +41,7 @@ def test_words_are_lowercase_with_plurals_dropped_and_numbers_kept() -> None:
 
 def test_the_closest_examples_subject_is_foreign_to_the_main_job() -> None:
     foreign = main_job_borrowing().foreign
-    assert {"riddle", "finnish", "hungarian", "ferry"} <= foreign
+    assert {"tongue", "twister", "finnish", "hungarian", "ferry"} <= foreign
     assert not {"joke", "french", "spanish", "translate", "write", "words"} & foreign
 
 
@@ -79,11 +79,11 @@ def test_the_scorer_counts_a_plan_that_borrows_and_prints_its_words() -> None:
     leaked, clean = bench.Score(MAIN, attempts=1), bench.Score(MAIN, attempts=1)
     bench.score_plan(leaked, parse_plan({"steps": LEAKED}), case, borrowing)
     bench.score_plan(clean, parse_plan({"steps": CLEAN}), case, borrowing)
-    assert leaked.borrowed and leaked.borrowed_words == ["riddle", "ferry", "Finnish"]
+    assert leaked.borrowed and leaked.borrowed_words == ["tongue", "twister", "ferry", "Finnish"]
     assert not clean.borrowed and bench.summary([leaked, clean])["borrowed"] == "1/2"
 
 
 def test_the_examples_read_are_those_the_planner_shows() -> None:
     registry = build_registry(load_settings(), chat=ScriptedChat())
     shown = pick_examples(MAIN, registry.names())
-    assert shown[0]["request"].startswith("Write a riddle and translate it")  # the closest
+    assert shown[0]["request"].startswith("Write a tongue twister and translate it")  # the closest

@@ -2,9 +2,10 @@
 
 A small model shown "Write a riddle about a lighthouse keeper named Bram" for the request "write a
 joke" writes "Write a joke about a lighthouse keeper named Bram": the example's subject leaks into
-the plan. ``Borrowing`` holds the words that only the shown examples have, so a step description
-naming one of them can be sent back with those words to drop (``planner`` and the streamed
-``rounds`` do; ``benchmarks/bench_local_planning.py`` counts such plans).
+the plan. ``Borrowing`` holds the words that only the shown examples have, and finds them in a
+step description: ``benchmarks/bench_local_planning.py`` counts such plans. (Sending such a plan
+back with the words to drop was tried: SmolLM2-135M kept them, or copied another example; see
+``benchmarks/results/README.md``.)
 
 A word is borrowed when it is in a shown example (its request or a step description) and in none
 of: the request, the chat context, the planner's system prompt (its rules and tool lines: "count",

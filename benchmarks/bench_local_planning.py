@@ -36,6 +36,10 @@ Scores, over the requests of each ``--requests`` file:
 - data kept: every number or quoted text the work needs (``keep``) is in some step's description
 - copied: some step's description equals one of a few-shot example (``prompts/plan_examples*.json``,
   the fixed examples and the pool alike, whichever the planner shows)
+- borrowed: some step's description names a word found only in the examples the planner showed
+  for this request (``overseer.planning.borrowing``: in a shown example, and in neither the
+  request, the system prompt nor the short list of words any plan may use); the words are
+  printed after the plan
 
 Prints a table per request file and temperature, and the totals; asserts nothing. Timings are
 indicative only (a shared 2-core machine); the scores do not depend on them.
@@ -62,6 +66,8 @@ from overseer.core.plan import Plan, Step
 from overseer.engine import Overseer
 from overseer.errors import PlanError
 from overseer.events import Event, PlanRejected
+from overseer.planning.borrowing import Borrowing
+from overseer.planning.planner import Planner
 
 __all__ = ["Case", "Score", "copied_descriptions", "main", "score_plan"]
 
@@ -106,6 +112,8 @@ class Score:
     shape: bool = False
     kept: bool | None = None
     copied: bool = False
+    borrowed: bool = False
+    borrowed_words: list[str] = field(default_factory=list)
     attempts: int = 0
     seconds: float = 0.0
     steps: list[str] = field(default_factory=list)
@@ -186,8 +194,9 @@ def _kept(plan: Plan, case: Case) -> bool | None:
     return all(k in text for k in case.keep)
 
 
-def score_plan(score: Score, plan: Plan, case: Case) -> None:
-    """Fill ``score`` from a valid ``plan`` for ``case``."""
+def score_plan(score: Score, plan: Plan, case: Case, borrowing: Borrowing | None = None) -> None:
+    """Fill ``score`` from a valid ``plan`` for ``case`` (planned with ``borrowing``'s examples
+    shown)."""
     score.valid = True
     score.first_try = score.attempts == 1
     score.tools = _tools_ok(plan, case)
@@ -200,6 +209,9 @@ def score_plan(score: Score, plan: Plan, case: Case) -> None:
     )
     score.kept = _kept(plan, case)
     score.copied = any(_normal(s.description) in COPIED for s in plan.steps)
+    found = [w for s in plan.steps for w in (borrowing or Borrowing()).words_in(s.description)]
+    score.borrowed_words = list(dict.fromkeys(found))
+    score.borrowed = bool(found)
     score.steps = [
         f"{s.step_id}[{s.tool}]<-{','.join(s.depends_on) or '-'}: {s.description}"
         for s in plan.steps
@@ -224,12 +236,19 @@ def plan_case(engine: Overseer, case: Case) -> Score:
         score.problems = list(exc.problems) or [str(exc)]
     else:
         score.attempts = result.attempts
-        score_plan(score, result.plan, case)
+        score_plan(score, result.plan, case, _borrowing(engine, case.request))
     finally:
         unsubscribe()
         score.seconds = time.monotonic() - start
     score.problems = score.problems or [p for r in rejected for p in r.problems]
     return score
+
+
+def _borrowing(engine: Overseer, request: str) -> Borrowing:
+    """The words ``engine``'s planner would see as borrowed in a plan of ``request``."""
+    registry = engine.registry
+    planner = Planner(engine.chat, registry.names(), registry.describe(), engine.settings.planner)
+    return planner.borrowing(request)
 
 
 def embedded_settings(model: str | None = None, max_tokens: int | None = None) -> Settings:
@@ -326,6 +345,7 @@ def summary(scores: Sequence[Score]) -> dict[str, str]:
         "dependent": _rate(s.dependent for s in scores),
         "data kept": _rate(s.kept for s in scores),
         "copied": _rate(s.copied for s in scores),
+        "borrowed": _rate(s.borrowed for s in scores),
         "mean s/plan": f"{sum(s.seconds for s in scores) / max(len(scores), 1):.1f}",
     }
 
@@ -336,14 +356,16 @@ def _mark(value: bool | None) -> str:
 
 def print_model(model: str, scores: Sequence[Score]) -> None:
     print(f"\n== {model}")
-    names = ("first", "valid", "shape", "tools", "indep", "dep", "kept", "copy")
+    names = ("first", "valid", "shape", "tools", "indep", "dep", "kept", "copy", "borr")
     print(" ".join(f"{n:>5}" for n in names) + f" {'s':>6}  request")
     for s in scores:
         values = (s.first_try, s.valid, s.shape, s.tools, s.independent, s.dependent, s.kept)
-        marks = [_mark(v) for v in (*values, s.copied)]
+        marks = [_mark(v) for v in (*values, s.copied, s.borrowed)]
         print(" ".join(f"{m:>5}" for m in marks) + f" {s.seconds:6.1f}  {s.request}")
         for line in s.steps or [f"(no plan) {'; '.join(s.problems[:2])}"]:
-            print(f"{'':54}{line[:110]}")
+            print(f"{'':60}{line[:110]}")
+        if s.borrowed_words:
+            print(f"{'':60}borrowed: {', '.join(s.borrowed_words)}")
     print("totals: " + ", ".join(f"{k} {v}" for k, v in summary(scores).items()))
 
 

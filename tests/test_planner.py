@@ -173,8 +173,8 @@ def _raw_words(text: str) -> set[str]:
 )
 def test_no_example_shown_is_a_plan_the_request_could_copy(request_text: str) -> None:
     """Every example shown is another request, and each of its descriptions names something of
-    that request the user's does not have (Bram, the ferry, 35 and 860): copied as it stands,
-    it would be wrong, and the benchmark counts it."""
+    that request the user's does not have (a tongue twister, the ferry, 35 and 860): copied as it
+    stands, it would be wrong, and the benchmark counts it."""
     asked = _raw_words(request_text)
     examples = shown(Planner(ScriptedChat(), NAMES, "- tools").opening(request_text))
     assert examples

@@ -4,9 +4,11 @@ A small model copies a few-shot plan whose request looks like the user's one ("w
 translate it to French and Spanish" became the example's plan, word for word). So the planner is
 shown only the ``count`` examples of ``prompts/plan_examples_pool.json`` that share the most words
 with the request: their shape (how many steps, which wait for which, which tool) is the one the
-request needs, while their subjects (a riddle about Bram, the ferry at 9:30) cannot pass for the
-user's. They go in as earlier turns of the conversation (the example request asked, its plan as
-the answer), the closest last: on SmolLM2-135M that scored better than the same examples inside
+request needs, while their subjects (a tongue twister, the ferry at 9:30) cannot pass for the
+user's; the one the main job is closest to has no subject beyond its kind and languages, since
+a subject of its own ("a lighthouse keeper named Bram") became the joke's. They go in as
+earlier turns of the conversation (the example request asked, its plan as the answer), the
+closest last: on SmolLM2-135M that scored better than the same examples inside
 the system prompt and than two fixed examples (``benchmarks/bench_local_planning.py``).
 Pure Python word overlap: no embeddings, no new dependency.
 """

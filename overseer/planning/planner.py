@@ -18,7 +18,9 @@ from overseer.config.templates import render
 from overseer.core.plan import Plan, group_warnings, parse_plan, plan_json_schema
 from overseer.errors import PlanError, PlanValidationError
 from overseer.planning import examples as few_shot
+from overseer.planning.borrowing import Borrowing, borrowing_of
 from overseer.planning.jsontext import clip, extract_json
+from overseer.planning.splitting import split_plan
 from overseer.usage import Usage
 
 __all__ = ["PlanResult", "Planner", "give_up_message", "repair_messages"]
@@ -72,15 +74,20 @@ class Planner:
         """The messages that ask for a plan of ``request``: the system message, a few example
         requests of the pool answered with their plans (earlier turns, picked by similarity to
         ``request``: ``planning.examples``), then ``request`` itself."""
-        system = render(
-            "planner_system.md", tools=self.tool_lines, max_steps=self.settings.max_steps
-        )
         user = render("planner_user.md", request=request, context=context)
         return [
-            {"role": "system", "content": system},
+            {"role": "system", "content": self._system()},
             *few_shot.example_turns(request, self.tool_names),
             {"role": "user", "content": user},
         ]
+
+    def borrowing(self, request: str, context: str = "") -> Borrowing:
+        """The words a plan of ``request`` would borrow from the examples ``opening`` shows."""
+        shown = few_shot.pick_examples(request, self.tool_names)
+        return borrowing_of(shown, request, context, self._system())
+
+    def _system(self) -> str:
+        return render("planner_system.md", tools=self.tool_lines, max_steps=self.settings.max_steps)
 
     def _request(self, messages: list[Message]) -> ChatRequest:
         return ChatRequest(
@@ -104,7 +111,10 @@ class Planner:
             data = extract_json(reply.text)
         except ValueError as exc:
             raise PlanValidationError([f"the reply is not JSON: {exc}"]) from None
-        return parse_plan(data, self.tool_names, self.settings.max_steps)
+        plan = split_plan(parse_plan(data, self.tool_names, self.settings.max_steps))
+        if len(plan.steps) > self.settings.max_steps:
+            raise PlanValidationError([f"the plan has more than {self.settings.max_steps} steps"])
+        return plan
 
     def _count(self, reply: ChatReply) -> None:
         if self.on_usage is not None:

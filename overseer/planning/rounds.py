@@ -91,7 +91,8 @@ class _Call:
             return
         verdict = self.gate.offer(raw, index + 1)
         if verdict.step is not None:
-            self.hooks.on_step(verdict.step)
+            for step in verdict.steps or (verdict.step,):
+                self.hooks.on_step(step)
         elif verdict.problems:
             self.problems, self.whole = list(verdict.problems), verdict.whole
 

@@ -10,7 +10,9 @@ The rules (the README's "Streamed plans" section says the same to users):
    with the lenient ``extract_json``, as for a reply that came in one piece.
 2. **Checks, in order.** Each complete step must be a well-formed step with a known tool and an
    id not used before, that depends only on steps already accepted (earlier in this reply, or
-   finished in an earlier round). A valid step goes to the executor at once (``on_step``).
+   finished in an earlier round). A translator step into several languages is first split into
+   one step per language (``planning.splitting``; the reply's later ids move up by as many),
+   each checked so. A valid step goes to the executor at once (``on_step``).
 3. **A bad step mid-stream.** The first invalid step ends what is taken from that reply; the
    steps accepted before it keep running. When the reply ends, the planner is asked for the
    *rest* of the plan only, given the problems and the accepted steps (``planner_rest.md``),
@@ -39,6 +41,7 @@ from pydantic_core import from_json
 from overseer.core.plan import Step, pydantic_summary
 from overseer.errors import PlanValidationError
 from overseer.planning.jsontext import extract_json
+from overseer.planning.splitting import Splitter
 
 __all__ = ["Progress", "StepGate", "StepStream", "Verdict", "plan_items"]
 
@@ -152,9 +155,11 @@ def plan_items(value: Any) -> list[Any]:
 class Verdict:
     """What the gate made of one step object: ``step`` when accepted, else ``problems``
     (``whole`` when the plan as a whole broke a rule); ``skipped`` for a repeat of a step
-    already accepted (a restarted or rest reply that wrote it again)."""
+    already accepted (a restarted or rest reply that wrote it again). ``steps``: every step
+    accepted from the object (more than ``step`` when it was split)."""
 
     step: Step | None = None
+    steps: tuple[Step, ...] = ()
     problems: tuple[str, ...] = ()
     whole: bool = False
     skipped: bool = False
@@ -174,6 +179,7 @@ class StepGate:
     taken: set[str] = field(default_factory=set)
     accepted: list[Step] = field(default_factory=list)
     refused: bool = False
+    splitter: Splitter = field(default_factory=Splitter)
 
     def offer(self, raw: Any, number: int) -> Verdict:
         """Check step object ``raw`` (the ``number``-th of its reply, from 1)."""
@@ -181,17 +187,19 @@ class StepGate:
             step = Step.model_validate(raw)
         except ValidationError as exc:
             return self._refuse([f"step #{number} is malformed: {pydantic_summary(exc)}"])
-        if step in self.accepted:
+        parts = [p for p in self.splitter.split(step) if p not in self.accepted]
+        if not parts:
             return Verdict(skipped=True)
-        if len(self.accepted) >= self.limit:
+        if len(self.accepted) + len(parts) > self.limit:
             return self._refuse([f"the plan has more than {self.limit} steps"], whole=True)
-        problems = self._problems(step)
+        problems = [p for part in parts for p in self._problems(part)]
         if problems:
             return self._refuse(problems)
-        self.accepted.append(step)
-        self.usable.add(step.step_id)
-        self.taken.add(step.step_id)
-        return Verdict(step=step)
+        for part in parts:
+            self.accepted.append(part)
+            self.usable.add(part.step_id)
+            self.taken.add(part.step_id)
+        return Verdict(step=parts[0], steps=tuple(parts))
 
     def _problems(self, step: Step) -> list[str]:
         problems = []
@@ -214,6 +222,7 @@ class StepGate:
     def reopen(self) -> None:
         """A new reply (the rest of the plan) is about to be checked."""
         self.refused = False
+        self.splitter.reset()
 
     def next_id(self) -> str:
         """The id the next step should have: ``stepN`` after the highest such id taken."""

@@ -68,6 +68,13 @@ def test_the_first_step_reaches_the_server_before_the_plan_stream_ends() -> None
     assert len(ready) == 1 and ready[0].plan.ids == ["step1", "step2", "step3"]
     first_start = next(i for i, e in enumerate(events) if isinstance(e, StepStarted))
     assert first_start < events.index(ready[0])  # it started while the plan was being written
+    for step_id in ("step1", "step2", "step3"):  # each announced before it starts (the journal
+        # learns a dependent's needs from it, to hold its start until they are on disk)
+        announced = next(i for i, e in enumerate(planned) if e.step.step_id == step_id)
+        started = next(
+            i for i, e in enumerate(events) if isinstance(e, StepStarted) and e.step_id == step_id
+        )
+        assert events.index(planned[announced]) < started
 
 
 def test_a_step_whose_dependency_is_done_starts_before_later_steps_arrive() -> None:

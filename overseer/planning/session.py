@@ -225,10 +225,11 @@ class PlanningSession:
             self.state.steps.append(step)
             self.state.rounds_of[step.step_id] = rounds_of.get(step.step_id, self._round)
             self._tell(step)
-        self.executor.add_steps(plan.steps)  # one message, however large the plan
-        if complete:  # else PlanReady comes once the rest has arrived
+        if complete:  # else PlanReady comes once the rest has arrived; before the steps start,
+            # as a streamed step's StepPlanned does
             self.state.plan_s = self._since()
             self.bus.emit(PlanReady(self._since(), plan, (), round=self._round))
+        self.executor.add_steps(plan.steps)  # one message, however large the plan
 
     def _rest_of(self, request: str, context: str) -> None:
         """Ask for the rest of a round's plan that stopped arriving (a resumed run)."""
@@ -373,9 +374,10 @@ class PlanningSession:
         self._tell(step)
         if self._round > 1:
             self._decided("replan", self._reason)
-        self.executor.add_step(step)
-        if announce:
+        if announce:  # first: whoever follows the run knows a step before it starts (the
+            # journal, that a dependent's start waits for the results it is given)
             self.bus.emit(StepPlanned(self._since(), step, round=self._round))
+        self.executor.add_step(step)
 
     def _tell(self, step: Step) -> None:
         if self.on_step is not None:

@@ -620,26 +620,6 @@ def test_with_no_backend_a_request_runs_on_the_embedded_server(
     assert server.pid is None and pid is not None and gone(pid)
 
 
-def test_the_sdk_loads_on_a_thread_while_the_embedded_server_starts(
-    fake_local: list[LocalServer], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The wait for the server's readiness (about a second for llama.cpp) is when the openai
-    SDK's import (about half a second) costs nothing: it starts before the server does."""
-    from overseer.backends import llm
-
-    order: list[str] = []
-    monkeypatch.setattr(llm, "preload", lambda: order.append("preload"))
-    real_enter = LocalServer.__enter__
-
-    def enter(server: LocalServer) -> LocalServer:
-        order.append("server")
-        return real_enter(server)
-
-    monkeypatch.setattr(LocalServer, "__enter__", enter)
-    with Overseer(load_settings(), journal=False):
-        assert order == ["preload", "server"]
-
-
 def test_a_named_server_starts_no_sdk_import_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     from overseer.backends import llm
 

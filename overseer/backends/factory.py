@@ -27,12 +27,10 @@ def open_backend(settings: Settings, resources: ExitStack) -> Settings:
     if backend.base_url is not None or os.environ.get(backend.api_key_env):
         return settings
     from overseer.backends import local_model
-    from overseer.backends.llm import preload
 
     server = local_model.local_server(
         settings.local, backend.api_key_env, workers=settings.run.max_workers
     )
-    preload()  # the SDK loads on a thread while this one waits for the server to be ready
     return local_model.point_settings_at(settings, resources.enter_context(server))
 
 

@@ -86,10 +86,6 @@ def run_chat(
     """The ``overseer chat`` command; returns the exit code."""
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     interactive = stdin.isatty()
-    if interactive and chat is None:
-        from overseer.backends.llm import preload
-
-        preload()  # the SDK loads (about half a second) while the first request is typed
     output = Output(stdout, stderr, json=args.json, indent=2 if interactive else None)
     watchers = (*_progress(args, stderr, interactive), lambda: JournalWarnings(output))
     session = ChatSession(settings_from_args(args), chat=chat, watchers=watchers)

@@ -15,8 +15,12 @@ Rows (medians of ``--repeat`` runs, all measured in this one run on this machine
    journal on and off, beside an eager ``ThreadPoolExecutor`` (and LangGraph, when installed).
 3. A 2,000-step random DAG of 0 ms steps, journal on and off.
 4. A fan-out of 50 x 100 ms steps, journal on and off, beside ``asyncio.gather``.
-5. ``overseer plan`` against the fake server, the whole process, beside ``import openai`` alone
-   and ``overseer --help``.
+5. ``overseer plan`` against the fake server, the whole process, split into process start to
+   the planning request arriving, the server's own reply time and the reply to the exit; beside
+   the same without a bytecode cache, the openai client made with nothing sent, ``import
+   openai`` alone, ``overseer --help`` and ``python -c pass``. These children run with a
+   bytecode cache of their own (``PYTHONPYCACHEPREFIX``, warmed by one run), as an installed
+   overseer has its ``.pyc`` files, unless the row says otherwise.
 
 The fake server runs in its own process (``--serve``), so it never competes with overseer for
 the GIL: one thread per connection, a listen backlog of 512, TCP_NODELAY, and each reply's
@@ -115,6 +119,7 @@ class FastServer:
             return _http(200, json.dumps({"data": [{"id": "fake-model"}]}).encode())
         request = json.loads(body or b"{}")
         if request.get("response_format"):
+            self._note("asked", time.time())  # a planning request has arrived (whole)
             plan = json.dumps(_plan(self.steps, self.chain))
             reply = _sse(plan) if request.get("stream") else _http(200, _completion(plan))
             self._note("plan", time.time())
@@ -551,13 +556,7 @@ def process_seconds(
         start = time.perf_counter()
         subprocess.run(command, env=env, capture_output=True, check=True)
         walls.append(time.perf_counter() - start)
-        after = os.times()
-        cpus.append(
-            after.children_user
-            + after.children_system
-            - before.children_user
-            - before.children_system
-        )
+        cpus.append(_children_cpu(before, os.times()))
     return statistics.median(walls), statistics.median(cpus)
 
 
@@ -635,12 +634,21 @@ def report_library(repeat: int, quick: bool) -> None:
 def report_startup(repeat: int) -> None:
     print("\n5. start-up, whole process (median wall s / CPU s)")
     with server_process(3, 0.0) as url, tempfile.TemporaryDirectory() as state:
-        env = _env(Path(state))
+        bare = _env(Path(state))
+        env = _with_bytecode_cache(bare, Path(state) / "pycache")
+        plan = ["-m", "overseer", "plan", "three things", "--base-url", url]
+        subprocess.run([sys.executable, *plan], env=env, capture_output=True, check=True)
+        wall, cpu, parts = plan_seconds(url, plan, env, repeat)
+        print(f"  {'overseer plan (local server)':<34} {wall:6.2f} s wall {cpu:6.2f} s CPU")
+        asked, served, after = parts
+        print(
+            f"  {'':<34} start -> request at the server {asked:5.3f} s, the server's reply "
+            f"{served * 1e3:4.1f} ms, reply -> exit {after:5.3f} s"
+        )
+        wall, cpu, _ = plan_seconds(url, plan, bare, repeat)
+        print(f"  {'overseer plan, no bytecode cache':<34} {wall:6.2f} s wall {cpu:6.2f} s CPU")
         rows = [
-            (
-                "overseer plan (local server)",
-                ["-m", "overseer", "plan", "three things", "--base-url", url],
-            ),
+            ("openai client made, nothing sent", ["-c", _CLIENT_ONLY]),
             ("import openai alone", ["-c", "import openai"]),
             ("overseer --help", ["-m", "overseer", "--help"]),
             ("python -c pass", ["-c", "pass"]),
@@ -648,6 +656,46 @@ def report_startup(repeat: int) -> None:
         for label, args in rows:
             wall, cpu = process_seconds([sys.executable, *args], env, repeat)
             print(f"  {label:<34} {wall:6.2f} s wall {cpu:6.2f} s CPU")
+
+
+_CLIENT_ONLY = (
+    "import httpx2, openai; "
+    "openai.OpenAI(base_url='http://127.0.0.1:9/v1', api_key='x', http_client=httpx2.Client())"
+)
+
+
+def _with_bytecode_cache(env: dict[str, str], cache: Path) -> dict[str, str]:
+    """``env`` with Python writing and reading bytecode under ``cache`` (not in the checkout)."""
+    compiled = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    compiled["PYTHONPYCACHEPREFIX"] = str(cache)
+    return compiled
+
+
+def plan_seconds(
+    url: str, args: Sequence[str], env: dict[str, str], repeat: int
+) -> tuple[float, float, tuple[float, float, float]]:
+    """Median wall and CPU seconds of ``overseer plan``, and the medians of its three parts:
+    process start to the planning request at the server, the server's reply, reply to exit."""
+    walls, cpus, asked, served, after = [], [], [], [], []
+    for _ in range(repeat):
+        _stats(url)
+        before, start = os.times(), time.time()
+        subprocess.run([sys.executable, *args], env=env, capture_output=True, check=True)
+        end, spent = time.time(), os.times()
+        log = dict(_stats(url))  # one planning request: one "asked", one "plan"
+        walls.append(end - start)
+        cpus.append(_children_cpu(before, spent))
+        asked.append(log["asked"] - start)
+        served.append(log["plan"] - log["asked"])
+        after.append(end - log["plan"])
+    median = statistics.median
+    return median(walls), median(cpus), (median(asked), median(served), median(after))
+
+
+def _children_cpu(before: os.times_result, after: os.times_result) -> float:
+    return (
+        after.children_user + after.children_system - before.children_user - before.children_system
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -16,7 +16,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from overseer.backends.chat import ChatClient, ChatRequest
 from overseer.backends.factory import make_chat, open_backend
@@ -50,13 +50,15 @@ from overseer.events import (
     RunStarted,
     UsageRecorded,
 )
-from overseer.journal.store import Journal, journal_for
 from overseer.nodes.kinds import build_registry
 from overseer.planning.planner import Planner, PlanResult
 from overseer.planning.session import PlanningSession, SessionState, plan_within
 from overseer.tools.registry import ToolFactory, ToolRegistry
 from overseer.tools.services import RunServices, TokenMeter
 from overseer.usage import Usage
+
+if TYPE_CHECKING:  # imported when there is a journal to record into (``_journal_for``)
+    from overseer.journal.store import Journal
 
 __all__ = [
     "RECORDED_SETTINGS",
@@ -107,7 +109,7 @@ class Overseer:
         self._gate_lock = threading.Lock()
         self._pool: WorkerPool | None = None
         self._pool_users = 0
-        self.journal = journal_for(journal, self.settings.journal)
+        self.journal = _journal_for(journal, self.settings.journal)
         if self.journal is not None:  # every run is recorded unless journal=False
             self.journal.attach(self.bus)
 
@@ -248,6 +250,16 @@ class Overseer:
         width = concurrency or self.settings.batch.concurrency
         with self.shared_threads():
             yield from fan_out(partial(self.run_settled, batch_id=batch_id), requests, width)
+
+
+def _journal_for(choice: Journal | bool | None, enabled: bool) -> Journal | None:
+    """``journal_for`` (``overseer.journal.store``), which is imported (sqlite3, the journal's
+    SQL) only when there is a journal to record into."""
+    if choice is None or choice is False or (choice is True and not enabled):
+        return None
+    from overseer.journal.store import journal_for
+
+    return journal_for(choice, enabled)
 
 
 class _Run:

@@ -319,3 +319,14 @@ def test_a_control_character_is_invalid_yaml_not_a_traceback(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert str(info.value) == f"config file {str(path)!r} is not valid YAML"
+
+
+def test_the_packaged_defaults_read_the_same_with_libyaml_as_without() -> None:
+    """Start-up reads the packaged config.yaml with libyaml (where PyYAML has it), a user's file
+    with the pure-Python loader: the defaults must not depend on which one read them."""
+    import yaml
+
+    from overseer.config.resources import default_config_path
+
+    text = default_config_path().read_text(encoding="utf-8")
+    assert yaml.load(text, Loader=yaml.CSafeLoader) == yaml.load(text, Loader=yaml.SafeLoader)

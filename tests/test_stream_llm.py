@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from overseer.backends.chat import ChatRequest
 from overseer.backends.llm import OpenAIChat, RetryPolicy
 from tests.fake_stream import FakeStream, Streamed
@@ -40,13 +42,29 @@ def test_the_client_says_it_can_stream() -> None:
     assert OpenAIChat.streams is True
 
 
-def test_the_chunk_models_are_built_before_any_stream_reads_them() -> None:
-    """pydantic's deferred build of a model is not thread-safe: the client builds the stream's
-    chunk models once, under a lock, as it is made, before two streams could race to."""
+def test_the_chunk_models_are_built_before_any_stream_reads_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pydantic's deferred build of a model is not thread-safe: every stream builds the chunk
+    models first, once, under a lock, before two streams could race to; a plain call, which
+    reads no chunk, leaves them unbuilt (they cost start-up some 12 ms)."""
     from overseer.backends import llm
     from tests.fake_openai import FakeOpenAI
 
+    monkeypatch.setattr(llm, "_CHUNKS_BUILT", [])
+    built: list[bool] = []
+    real = llm._build_chunk_models
+
+    def build() -> None:
+        built.append(True)
+        real()
+
+    monkeypatch.setattr(llm, "_build_chunk_models", build)
     with FakeOpenAI(lambda body: "hi") as fake:
-        chat = OpenAIChat(base_url=fake.url, api_key=None, model="m")
-        chat.complete(ChatRequest(messages=[{"role": "user", "content": "x"}]))
-    assert llm._CHUNKS_BUILT == [True]
+        chat(fake.url).complete(ChatRequest(messages=[{"role": "user", "content": "x"}]))
+    assert llm._CHUNKS_BUILT == [] and built == []
+    with FakeStream(lambda body: Streamed(["a", "b"])) as streamed:
+        pieces: list[str] = []
+        request = ChatRequest(messages=[{"role": "user", "content": "x"}], on_delta=pieces.append)
+        assert chat(streamed.url).complete(request).text == "ab"
+    assert llm._CHUNKS_BUILT == [True] and built == [True]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from contextlib import ExitStack
 
 from overseer.backends.chat import ChatClient
@@ -40,7 +41,6 @@ def make_chat(settings: Settings, resources: ExitStack | None = None) -> ChatCli
     owns its server, else it is stopped when the process exits. A client of the embedded server
     reports the server's death (a crash) rather than a broken connection.
     """
-    from overseer.backends import local_model
     from overseer.backends.llm import OpenAIChat, RetryPolicy
 
     settings = open_backend(settings, resources if resources is not None else _at_exit())
@@ -57,7 +57,18 @@ def make_chat(settings: Settings, resources: ExitStack | None = None) -> ChatCli
         stream=backend.stream,
         max_connections=settings.run.max_workers,  # one pooled connection per running step
     )
-    server = local_model.running_at(backend.base_url)
+    return _watched(chat, backend.base_url)
+
+
+def _watched(chat: ChatClient, base_url: str | None) -> ChatClient:
+    """``chat``, watched by the embedded server this process started at ``base_url`` if any.
+    Only ``local_model`` starts one, so until it is imported none runs: its import (some 30 ms)
+    is spared when a server is named."""
+    if "overseer.backends.local_model" not in sys.modules:
+        return chat
+    from overseer.backends import local_model
+
+    server = local_model.running_at(base_url)
     return chat if server is None else local_model.WatchedChat(chat, server)
 
 

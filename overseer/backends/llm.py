@@ -44,7 +44,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpcore2
 import httpx2
-import tenacity
 
 from overseer.backends.chat import ChatReply, ChatRequest, Message, StructuredMode
 from overseer.backends.prepared import PreparedPost
@@ -55,8 +54,9 @@ from overseer.usage import Usage
 
 if TYPE_CHECKING:
     import openai
+    import tenacity
 
-__all__ = ["OpenAIChat", "RetryPolicy", "classify_error", "preload"]
+__all__ = ["OpenAIChat", "RetryPolicy", "classify_error", "import_sdk", "preload"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,12 @@ _PRELOAD_LOCK = threading.Lock()
 _PRELOADED: list[bool] = []
 
 
+def import_sdk() -> None:
+    """Import the openai SDK on this thread now (what every call needs), rather than on the
+    first call; raises ``ImportError`` when it is missing."""
+    import openai  # noqa: F401
+
+
 def _import_sdk() -> None:
     with contextlib.suppress(Exception):  # the first call imports it again and says what failed
         # openai, and what a client's ``.chat`` loads on its first use (some 30 ms more)
@@ -153,8 +159,9 @@ def _build_chunk_models() -> None:
 
     pydantic builds a deferred model on its first use, and that build is not thread-safe
     (pydantic issues 11849 and 13419): a batch whose plans stream at once on one client once
-    failed with a ``PydanticUserError`` from inside the SDK. Building them here, under a lock,
-    leaves nothing for the streams to build concurrently."""
+    failed with a ``PydanticUserError`` from inside the SDK. Every stream calls this before it
+    starts, so the first builds them here, under a lock, and leaves nothing for the streams to
+    build concurrently; plain calls never read a chunk and never pay for it (some 12 ms)."""
     with _CHUNK_LOCK:
         if _CHUNKS_BUILT:
             return
@@ -231,7 +238,6 @@ class OpenAIChat:
     def _make_client(self) -> openai.OpenAI:
         import openai
 
-        _build_chunk_models()
         http_client = _AbortableClient(
             self._aborter,
             timeout=self._timeout,
@@ -295,6 +301,8 @@ class OpenAIChat:
         return replace(reply, attempts=attempt_number)
 
     def _retrying(self, cancel: threading.Event | None) -> tenacity.Retrying:
+        import tenacity  # only once an attempt failed: importing it costs some 40 ms at start-up
+
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self._retry.max_attempts),
             wait=self._wait,
@@ -445,7 +453,9 @@ class OpenAIChat:
         state = _StreamState()
         deliver = request.on_delta or _ignore
         deliver("")  # a new attempt: whatever an earlier one delivered is void
-        with self._client.chat.completions.create(**params) as stream:
+        client = self._client
+        _build_chunk_models()  # before the first stream reads a chunk, never for plain calls
+        with client.chat.completions.create(**params) as stream:
             for chunk in stream:
                 seen = len(state.parts)
                 state.add(_chunk_dict(chunk))

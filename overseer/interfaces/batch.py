@@ -163,12 +163,16 @@ def _finishing(
 def _local(
     settings: Any, todo: list[BatchItem], batch_id: str, concurrency: int, on_start: Any
 ) -> Iterator[Finished]:
-    from overseer.batch.local import run_local
-    from overseer.engine import Overseer
+    from overseer.interfaces.startup import starting
 
     if not todo:
         return
-    with Overseer(settings) as engine:
+    with starting():
+        from overseer.batch.local import run_local
+        from overseer.engine import Overseer
+
+        engine = Overseer(settings)
+    with engine:
         engine.subscribe(_warn_about_journal)
         yield from run_local(
             engine, todo, concurrency=concurrency, batch_id=batch_id, on_start=on_start

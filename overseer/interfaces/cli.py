@@ -32,6 +32,7 @@ from overseer.interfaces.common import (
 )
 from overseer.interfaces.safe_text import visible
 from overseer.interfaces.signals import handling_signals, received
+from overseer.interfaces.startup import finishing, own_process, starting
 
 __all__ = ["main"]
 
@@ -69,8 +70,9 @@ def _plan_parser() -> argparse.ArgumentParser:
 def _cmd_run(args: argparse.Namespace) -> int:
     if not args.request.strip():
         raise UsageError("the request is empty; say what you want done")
-    engine = make_engine(args)
-    display = make_display(args)
+    with starting():  # the display's rich is loaded with the rest of start-up
+        engine = make_engine(args)
+        display = make_display(args)
     if display is not None:
         engine.subscribe(display.handle)
     try:
@@ -83,9 +85,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from overseer.engine import Overseer
+    with starting():
+        from overseer.engine import Overseer
 
-    with Overseer(settings_from_args(args)) as engine:
+        engine = Overseer(settings_from_args(args), journal=False)  # no run: nothing to record
+    with engine:
         result = engine.plan(args.request)
     if args.format == "json":
         print_json(result.plan.to_dict())
@@ -223,7 +227,11 @@ def _main(args: list[str]) -> int:
 
 
 def entry() -> NoReturn:
-    sys.exit(main())
+    """The ``overseer`` process: ``main`` in a process that is the command's own (``startup``)."""
+    own_process()
+    code = main()
+    finishing()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

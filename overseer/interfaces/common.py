@@ -124,9 +124,12 @@ def make_display(args: argparse.Namespace) -> Any:
 def make_engine(args: argparse.Namespace, settings: Any = None) -> Any:
     """The engine the flags describe (or ``settings``, when given); it records into the run
     journal and, if the journal cannot record a run, says so in one line on stderr."""
-    from overseer.engine import Overseer
+    from overseer.interfaces.startup import starting
 
-    engine = Overseer(settings if settings is not None else settings_from_args(args))
+    with starting():
+        from overseer.engine import Overseer
+
+        engine = Overseer(settings if settings is not None else settings_from_args(args))
     engine.subscribe(_warn_about_journal)
     return engine
 

@@ -3,8 +3,10 @@ cannot be written (damaged, locked, unwritable), which must never stop a run."""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import threading
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,6 +37,8 @@ from overseer.journal.store import (
     journal_for,
 )
 from tests.fakes import RuleChat, plan_json
+
+WAIT = 30.0
 
 JOKE = plan_json(
     ("step1", "Write a joke", "content_generator", []),
@@ -541,3 +545,17 @@ def test_a_dependent_runs_only_once_the_result_it_is_given_is_committed(tmp_path
     report = eng.run("x", plan=Plan(steps=tuple(steps)))
     assert report.status == "succeeded"
     assert sorted(seen) == [(f"a{i}", "succeeded") for i in range(4)]
+
+
+def test_the_writer_keeps_nothing_it_wrote_while_it_idles(tmp_path: Path) -> None:
+    """Its thread waits a while for more before it ends: the last batch (a run's whole report,
+    at the end of a run) must not stay alive with it."""
+    journal = Journal(tmp_path / "journal.sqlite3")
+    event = RunStarted(0.0, "r1", "a request")
+    gone = weakref.ref(event)
+    assert journal.record(event) is None
+    assert journal.flush(WAIT)
+    del event
+    gc.collect()
+    assert gone() is None
+    journal.close()

@@ -152,6 +152,7 @@ class Writer:
         try:
             while (batch := self._take()) is not None:
                 self._write(batch)
+                del batch  # not kept while the thread idles: a run's whole report may be in it
                 self._mark_done(self._taken)
         except BaseException:  # a bug here must not leave emitters waiting forever
             with self._lock:

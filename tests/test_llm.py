@@ -30,13 +30,18 @@ from overseer.backends.tokens import count_messages, count_tokens
 from overseer.errors import BackendError, PermanentBackendError, TransientBackendError
 from overseer.usage import Usage
 from tests.fake_openai import FakeOpenAI, FakeReply
+from tests.llmhelp import (
+    API_KEY,
+    BASE_URL,
+    ENDPOINT,
+    MESSAGES,
+    MODEL,
+    REQUEST,
+    completion,
+    ok,
+    refuse_to_sleep,
+)
 
-BASE_URL = "http://llm.test/v1"
-ENDPOINT = f"{BASE_URL}/chat/completions"
-API_KEY = "sk-test-SECRET-0123456789"
-MODEL = "test-model"
-MESSAGES = [{"role": "user", "content": "Say hi"}]
-REQUEST = ChatRequest(messages=MESSAGES)
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
 NO_JITTER = RetryPolicy(max_attempts=4, initial_wait=0.5, max_wait=20.0, jitter=0.0)
 
@@ -44,31 +49,6 @@ Fault = Callable[[], Any]
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def completion(
-    content: str = "hi",
-    *,
-    finish_reason: str | None = "stop",
-    usage: dict[str, int] | None = None,
-    model: str = MODEL,
-) -> dict[str, Any]:
-    message = {"role": "assistant", "content": content}
-    body: dict[str, Any] = {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-    }
-    if usage is not None:
-        body["usage"] = usage
-    return body
-
-
-def ok(content: str = "hi", **kwargs: Any) -> httpx.Response:
-    kwargs.setdefault("usage", {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9})
-    return httpx.Response(200, json=completion(content, **kwargs))
 
 
 def error_response(status: int, message: str = "", **headers: str) -> httpx.Response:
@@ -118,14 +98,10 @@ def make_chat(
 ) -> OpenAIChat:
     kwargs.setdefault("structured_output", "json_schema")
     kwargs.setdefault("request_timeout", 5.0)
-    record = sleeps.append if sleeps is not None else _refuse_to_sleep
+    record = sleeps.append if sleeps is not None else refuse_to_sleep
     return OpenAIChat(
         base_url=base_url, api_key=api_key, model=MODEL, retry=retry, sleep=record, **kwargs
     )
-
-
-def _refuse_to_sleep(seconds: float) -> None:
-    raise AssertionError(f"unexpected retry wait of {seconds}s")
 
 
 def sent_body(route: respx.Route, index: int = -1) -> dict[str, Any]:

@@ -28,33 +28,22 @@ from overseer.backends.llm import OpenAIChat, RetryPolicy, classify_error
 from overseer.backends.prepared import PreparedPost, Reply
 from overseer.errors import BackendError, PermanentBackendError, TransientBackendError
 from tests.fake_openai import FakeOpenAI, FakeReply
+from tests.llmhelp import (
+    API_KEY,
+    BASE_URL,
+    ENDPOINT,
+    MESSAGES,
+    MODEL,
+    REQUEST,
+    completion,
+    ok,
+    refuse_to_sleep,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
-BASE_URL = "http://llm.test/v1"
-ENDPOINT = f"{BASE_URL}/chat/completions"
-API_KEY = "sk-test-SECRET-0123456789"
-MODEL = "test-model"
-MESSAGES = [{"role": "user", "content": "Say hi"}]
-REQUEST = ChatRequest(messages=MESSAGES)
 ONE_ATTEMPT = RetryPolicy(max_attempts=1)
 BODY = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
-
-
-def completion(content: str = "hi") -> dict[str, Any]:
-    message = {"role": "assistant", "content": content}
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": MODEL,
-        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
-    }
-
-
-def ok(content: str = "hi") -> httpx.Response:
-    return httpx.Response(200, json=completion(content))
 
 
 def make_chat(base_url: str = BASE_URL, **kwargs: Any) -> OpenAIChat:
@@ -72,10 +61,6 @@ def prepared(chat: OpenAIChat) -> PreparedPost:
 def both_ways(chat: OpenAIChat, request: ChatRequest = REQUEST) -> list[Callable[[], str]]:
     """Sending ``BODY`` through the prepared POST, then through the client's ``post``."""
     return [lambda: chat._send(prepared(chat), BODY, request), lambda: chat._post(BODY, request)]
-
-
-def _refuse_to_sleep(seconds: float) -> None:
-    raise AssertionError(f"unexpected retry wait of {seconds}s")
 
 
 def raised(send: Callable[[], object]) -> BaseException:
@@ -271,7 +256,7 @@ def test_a_503_every_time_exhausts_the_attempts(route: respx.Route) -> None:
 
 def test_a_permanent_error_is_one_attempt(route: respx.Route) -> None:
     route.side_effect = [httpx.Response(401, json={"error": {"message": "bad key"}})]
-    chat = make_chat(retry=RetryPolicy(max_attempts=4), sleep=_refuse_to_sleep)
+    chat = make_chat(retry=RetryPolicy(max_attempts=4), sleep=refuse_to_sleep)
 
     with pytest.raises(PermanentBackendError) as caught:
         chat.complete(REQUEST)

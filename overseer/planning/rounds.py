@@ -90,10 +90,9 @@ class _Call:
         if self.gate.refused:
             return
         verdict = self.gate.offer(raw, index + 1)
-        if verdict.step is not None:
-            for step in verdict.steps or (verdict.step,):
-                self.hooks.on_step(step)
-        elif verdict.problems:
+        for step in verdict.steps:
+            self.hooks.on_step(step)
+        if verdict.problems:
             self.problems, self.whole = list(verdict.problems), verdict.whole
 
     def finish(self, reply: ChatReply, ready: Ready | None) -> list[str]:

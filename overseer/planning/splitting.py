@@ -16,6 +16,7 @@ its parts. Only ``stepN`` ids are renumbered; a plan with other ids is left as i
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from overseer.core.plan import Plan, Step
@@ -79,10 +80,7 @@ class Splitter:
             ids = self._ids[step.step_id] = self._number(int(number.group(1)), len(descriptions))
         elif len(ids) != len(descriptions):  # the id again, split otherwise: the gate refuses it
             descriptions = [step.description]
-        return [
-            step.model_copy(update={"step_id": i, "description": d, "depends_on": depends})
-            for i, d in zip(ids, descriptions, strict=True)
-        ]
+        return _parts(step, ids, descriptions, depends)
 
     def _number(self, number: int, count: int) -> tuple[str, ...]:
         """The ids of the reply's step ``number`` split in ``count``; a step written again
@@ -109,9 +107,15 @@ def split_plan(plan: Plan, tools: frozenset[str] = SPLIT_TOOLS) -> Plan:
     steps = []
     for step in plan.steps:
         depends = tuple(d for dep in step.depends_on for d in ids[dep])
-        descriptions = parts[step.step_id] or [step.description]
-        steps += [
-            step.model_copy(update={"step_id": i, "description": d, "depends_on": depends})
-            for i, d in zip(ids[step.step_id], descriptions, strict=True)
-        ]
+        steps += _parts(step, ids[step.step_id], parts[step.step_id] or [step.description], depends)
     return Plan(steps=tuple(steps))
+
+
+def _parts(
+    step: Step, ids: Sequence[str], descriptions: Sequence[str], depends: tuple[str, ...]
+) -> list[Step]:
+    """``step`` as the steps ``ids`` with ``descriptions``, each needing ``depends``."""
+    return [
+        step.model_copy(update={"step_id": i, "description": d, "depends_on": depends})
+        for i, d in zip(ids, descriptions, strict=True)
+    ]

@@ -153,16 +153,20 @@ def plan_items(value: Any) -> list[Any]:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What the gate made of one step object: ``step`` when accepted, else ``problems``
-    (``whole`` when the plan as a whole broke a rule); ``skipped`` for a repeat of a step
-    already accepted (a restarted or rest reply that wrote it again). ``steps``: every step
-    accepted from the object (more than ``step`` when it was split)."""
+    """What the gate made of one step object: ``steps`` when accepted (more than one when it
+    was split), else ``problems`` (``whole`` when the plan as a whole broke a rule);
+    ``skipped`` for a repeat of a step already accepted (a restarted or rest reply that wrote
+    it again)."""
 
-    step: Step | None = None
     steps: tuple[Step, ...] = ()
     problems: tuple[str, ...] = ()
     whole: bool = False
     skipped: bool = False
+
+    @property
+    def step(self) -> Step | None:
+        """The first step accepted, or None."""
+        return self.steps[0] if self.steps else None
 
 
 @dataclass
@@ -199,7 +203,7 @@ class StepGate:
             self.accepted.append(part)
             self.usable.add(part.step_id)
             self.taken.add(part.step_id)
-        return Verdict(step=parts[0], steps=tuple(parts))
+        return Verdict(steps=tuple(parts))
 
     def _problems(self, step: Step) -> list[str]:
         problems = []

@@ -114,17 +114,22 @@ class FunctionTool:
     max_concurrency: int | None = None
 
     def run(self, prompt: str, options: dict[str, Any], ctx: CallContext) -> ToolResult:
-        kwargs = dict(options)
         accepted = _parameters(self.function)
-        if "inputs" in accepted:
-            kwargs["inputs"] = dict(ctx.inputs)
-        if "task" in accepted:
-            kwargs["task"] = ctx.task
+        kwargs = dict(options) if options or not accepted.isdisjoint(_CONTEXT) else None
+        if kwargs is not None:
+            if "inputs" in accepted:
+                kwargs["inputs"] = dict(ctx.inputs)
+            if "task" in accepted:
+                kwargs["task"] = ctx.task
         try:
-            value = self.function(prompt, **kwargs)
+            value = self.function(prompt) if kwargs is None else self.function(prompt, **kwargs)
         except Exception as exc:
             raise ToolError(f"tool {self.name!r} raised {type(exc).__name__}: {exc}") from exc
         return ToolResult(output=output_text(value))
+
+
+_CONTEXT = frozenset({"inputs", "task"})
+"""The parameters through which a function tool asks for its step's context."""
 
 
 def _parameters(function: Callable[..., Any]) -> frozenset[str]:

@@ -357,7 +357,7 @@ class _Run:
         self.descriptions[step.step_id] = step.description
 
     def _executor(self) -> Executor:
-        run = self.owner.settings.run
+        run, journal = self.owner.settings.run, self.owner.journal
         return Executor(
             self._run_step,
             bus=self.bus,
@@ -370,6 +370,7 @@ class _Run:
             step_retries=run.step_retries,
             t0=self.t0,
             pool=self.owner._pool,  # shared while a batch runs, else the run's own
+            durable=journal.durability(self.run_id) if journal is not None else None,
         )
 
     def _run_step(self, step: Step, inputs: Mapping[str, str], ctx: CallContext) -> ToolResult:

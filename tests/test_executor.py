@@ -897,3 +897,82 @@ def test_events_of_a_run_view_carry_its_run_id(bus: EventBus, recorder: Recorder
     executor(FakeRunner(), bus.for_run("run-7")).run(plan(step("a"), step("b", "a")))
     assert recorder.events
     assert {e.run_id for e in recorder.events} == {"run-7"}
+
+
+# -- dependents held back until a result is stored (``durable``) --------------------------------
+
+
+class Store:
+    """A ``Durability`` whose results are stored when the test says (``store``); until then a
+    step that others need is reported not stored, and its ``then`` kept."""
+
+    def __init__(self, slow: set[str]) -> None:
+        self.slow = slow
+        self.asked: list[str] = []
+        self.waiting: dict[str, Callable[[], None]] = {}
+
+    def __call__(self, step_id: str, then: Callable[[], None]) -> bool:
+        self.asked.append(step_id)
+        if step_id not in self.slow:
+            return True
+        self.waiting[step_id] = then
+        return False
+
+    def store(self, step_id: str) -> None:
+        self.waiting.pop(step_id)()
+
+
+def finished(bus: EventBus, step_id: str) -> threading.Event:
+    seen = threading.Event()
+    bus.subscribe(
+        lambda e: seen.set() if isinstance(e, StepFinished) and e.step_id == step_id else None
+    )
+    return seen
+
+
+def test_dependents_wait_for_a_stored_result_holding_no_slot(bus: EventBus) -> None:
+    store = Store({"a"})
+    c_done = finished(bus, "c")
+    fake = FakeRunner()
+    ex = executor(fake, bus, max_workers=1, durable=store)
+    run = Background(ex, plan(step("a"), step("b", "a"), step("c")))
+    wait_for(c_done)  # the one slot went to c while b waited for a's result to be stored
+    assert fake.calls == ["a", "c"]
+    store.store("a")
+    outcome = run.result()
+    assert outcome.ok, outcome.reason
+    assert fake.calls == ["a", "c", "b"]
+    assert fake.inputs["b"] == {"a": "out:a"}
+    assert store.asked == ["a"]  # only a step that others need is asked about
+
+
+def test_a_result_stored_already_releases_its_dependents_at_once(bus: EventBus) -> None:
+    store = Store(set())
+    outcome = executor(FakeRunner(), bus, durable=store).run(
+        plan(step("a"), step("b", "a"), step("c", "a", "b"))
+    )
+    assert outcome.ok
+    assert store.asked == ["a", "b"]
+
+
+def test_a_store_that_answers_from_inside_the_call_is_not_lost(bus: EventBus) -> None:
+    """``then`` may come before ``durable`` returns (the journal's writer commits meanwhile)."""
+
+    def durable(step_id: str, then: Callable[[], None]) -> bool:
+        then()
+        return False
+
+    outcome = executor(FakeRunner(), bus, durable=durable).run(plan(step("a"), step("b", "a")))
+    assert outcome.ok, outcome.reason
+
+
+def test_a_cancel_ends_a_run_whose_dependents_wait_for_a_store(bus: EventBus) -> None:
+    store = Store({"a"})
+    a_done = finished(bus, "a")
+    ex = executor(FakeRunner(), bus, durable=store)
+    run = Background(ex, plan(step("a"), step("b", "a")))
+    wait_for(a_done)
+    ex.cancel("stopped by the test")
+    outcome = run.result()  # never stored: the run still ends
+    assert outcome.status == "cancelled"
+    assert statuses(outcome) == {"a": "succeeded", "b": "cancelled"}

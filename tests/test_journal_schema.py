@@ -38,6 +38,7 @@ from overseer.journal.reader import is_live
 from overseer.journal.schema import SCHEMA_VERSION
 from overseer.journal.sql import process_start, read_start_time
 from overseer.journal.store import JOURNAL_FILE, Journal, default_journal_path
+from overseer.journal.writer import Writer
 from overseer.usage import Usage
 from tests.fakes import RuleChat, plan_json
 
@@ -408,6 +409,83 @@ def test_a_lock_held_elsewhere_slows_no_step_and_loses_nothing(tmp_path: Path) -
     ]
     assert stored.status == "succeeded" and stored.summary.steps_done == 2
     assert stored.to_json()["status"] == "succeeded"
+
+
+def _writer(path: Path, patience: float = WAIT) -> Writer:
+    writer = Writer(path, 0.05, patience, lambda event, message: None)
+    writer.submit(RunStarted(0.0, "r", "x"), "commit")  # the file and its tables exist
+    return writer
+
+
+def test_when_done_calls_back_once_the_event_is_committed(tmp_path: Path) -> None:
+    """The executor's hold on a step's dependents: ``then`` comes after the commit, so what it
+    releases can read the result from the file."""
+    path = tmp_path / JOURNAL_FILE
+    writer = _writer(path)
+    place = writer.submit(StepFinished(0.1, "s1", "out", 0.1, run_id="r"))
+    seen: list[object] = []
+    called = threading.Event()
+
+    def then() -> None:
+        with sqlite3.connect(path) as conn:
+            seen.append(conn.execute("SELECT status FROM steps WHERE step_id = 's1'").fetchone())
+        called.set()
+
+    if writer.when_done(place, then):  # committed already (the writer was quick): no call
+        assert writer.flush(WAIT) and not called.is_set()
+        return
+    assert called.wait(WAIT)
+    assert seen == [("succeeded",)]
+    assert writer.when_done(place, lambda: seen.append("again"))  # now it says so at once
+    writer.close()
+    assert seen == [("succeeded",)]
+
+
+def test_when_done_calls_back_when_the_file_is_locked(tmp_path: Path) -> None:
+    """A lock held elsewhere never holds a step up: ``then`` comes once the write finds it."""
+    path = tmp_path / JOURNAL_FILE
+    writer = _writer(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    called = threading.Event()
+    try:
+        place = writer.submit(StepFinished(0.1, "s1", "out", 0.1, run_id="r"))
+        assert not writer.when_done(place, called.set)
+        assert called.wait(WAIT), "a step waited for the locked journal"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert writer.flush(WAIT)
+    with sqlite3.connect(path) as conn:  # and the event is written once the lock is gone
+        assert conn.execute("SELECT status FROM steps WHERE step_id = 's1'").fetchone() == (
+            "succeeded",
+        )
+    writer.close()
+
+
+def test_when_done_calls_back_when_the_run_is_given_up(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_FILE
+    writer = _writer(path, patience=0.0)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    calls: list[str] = []
+    done = threading.Event()
+
+    def then() -> None:
+        calls.append("then")
+        done.set()
+
+    try:
+        place = writer.submit(StepFinished(0.1, "s1", "out", 0.1, run_id="r"))
+        waits = not writer.when_done(place, then)
+        if waits:  # else the writer gave up before the question: nothing to wait for
+            assert done.wait(WAIT)
+        assert writer.flush(WAIT)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert calls == (["then"] if waits else [])  # exactly once when it said to wait
+    writer.close()
 
 
 # -- migrating an older journal --------------------------------------------------------------------

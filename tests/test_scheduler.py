@@ -586,3 +586,50 @@ def test_critical_path_is_the_longest_chain_however_the_steps_are_listed(
         assert sum(durations[i] for i in path) == total
         assert all(a in by_id[b].depends_on for a, b in itertools.pairwise(path))
         assert not by_id[path[0]].depends_on  # the chain starts at a root
+
+
+# -- dependents held back until a result is stored ---------------------------------------------
+
+
+def test_a_held_success_frees_its_slot_but_not_its_dependents() -> None:
+    sched = scheduler(step("a"), step("b", "a"), step("c"), max_running=1)
+    assert ids(sched.take_ready()) == ["a"]
+    assert sched.has_dependents("a") and not sched.has_dependents("c")
+    sched.succeeded("a", release=False)
+    assert sched.status("a") == "succeeded" and sched.running == 0
+    assert ids(sched.take_ready()) == ["c"]  # the slot a held is free for c ...
+    sched.succeeded("c")
+    assert sched.take_ready() == [] and not sched.finished  # ... b waits for a's release
+    sched.release("a")
+    assert ids(sched.take_ready()) == ["b"]
+    sched.succeeded("b")
+    assert sched.finished
+
+
+def test_a_step_arriving_after_a_held_success_waits_for_its_release() -> None:
+    sched = scheduler(step("a"), close=False)
+    sched.take_ready()
+    sched.succeeded("a", release=False)
+    sched.add(step("b", "a"))
+    assert sched.take_ready() == []
+    sched.release("a")
+    sched.release("a")  # twice (or for a step never held) changes nothing
+    sched.release("b")
+    assert ids(sched.take_ready()) == ["b"]
+
+
+def test_a_step_arriving_after_a_released_success_is_ready_at_once() -> None:
+    sched = scheduler(step("a"), close=False)
+    sched.take_ready()
+    sched.succeeded("a")
+    sched.add(step("b", "a"))
+    assert ids(sched.take_ready()) == ["b"]
+
+
+def test_a_halt_cancels_the_dependents_of_a_held_success() -> None:
+    sched = scheduler(step("a"), step("b", "a"))
+    sched.take_ready()
+    sched.succeeded("a", release=False)
+    assert sched.halt() == ["b"]
+    sched.release("a")
+    assert sched.take_ready() == [] and sched.finished

@@ -6,6 +6,9 @@ were spent elsewhere, the run was cancelled. The only timeout it ever waits with
 step deadline (or the cancel grace): it never polls. The ``Scheduler`` decides what may start, so
 the global cap and the per-tool caps hold; the ``WorkerPool`` runs it with a fast hand-off.
 
+A step others depend on may have its dependents held back after it succeeded until its result
+is stored (``durable``, the journal's): meanwhile its slot is free and they hold no worker.
+
 Policies: per-step timeout (the step fails, its thread is abandoned and replaced), per-step
 retries of a runner that raised, fail-fast or continue on failure, a token budget, cancellation.
 Every outcome is recorded in a ``StepRecord`` and announced on the ``EventBus``; a runner's
@@ -36,7 +39,6 @@ from overseer.core.results import RunOutcome, StepRecord
 from overseer.core.scheduler import ErrorPolicy, Scheduler
 from overseer.core.toolbase import CallContext, ToolResult
 from overseer.events import (
-    Event,
     EventBus,
     StepCancelled,
     StepFailed,
@@ -48,10 +50,17 @@ from overseer.events import (
 )
 from overseer.usage import Usage
 
-__all__ = ["DEFAULT_CANCEL_GRACE", "Executor", "Settled", "StepRunner"]
+__all__ = ["DEFAULT_CANCEL_GRACE", "Durability", "Executor", "Settled", "StepRunner"]
 
 StepRunner = Callable[[Step, Mapping[str, str], CallContext], ToolResult]
 """Runs one step: (step, outputs of its dependencies by step id, call context) -> result."""
+
+Durability = Callable[[str, Callable[[], None]], bool]
+"""``durable(step_id, then)``: whether the result of ``step_id`` (its ``StepFinished``, just
+emitted) is safely stored; when not yet, False, and ``then()`` is called once it is, or once
+waiting for it is pointless (from any thread, soon, and exactly once). The journal gives one
+(``Journal.durability``): the steps that depend on a step start only when ``then`` is called,
+and until then they hold neither a worker nor a slot."""
 
 DEFAULT_CANCEL_GRACE = 0.5
 """Seconds ``cancel()`` waits for running steps before recording them cancelled."""
@@ -94,6 +103,11 @@ class _Closed:
     pass
 
 
+@dataclass(frozen=True)
+class _Durable:
+    step_id: str  # its result is stored: its dependents may start
+
+
 @dataclass(eq=False)
 class Settled:
     """A barrier (``Executor.settled``): ``reached`` is set once every step added before it has
@@ -116,7 +130,7 @@ class _CancelRequested:
     reason: str
 
 
-_Message = _Done | _Added | _Closed | _UsageAdded | _CancelRequested | Settled
+_Message = _Done | _Added | _Closed | _Durable | _UsageAdded | _CancelRequested | Settled
 
 _NO_INPUTS: Mapping[str, str] = MappingProxyType({})
 """The inputs of every step that depends on nothing: one shared, read-only mapping."""
@@ -148,11 +162,13 @@ class Executor:
         t0: float | None = None,
         pool: WorkerPool | None = None,
         cancel_grace: float = DEFAULT_CANCEL_GRACE,
+        durable: Durability | None = None,
     ) -> None:
         _check_settings(step_timeout, max_tokens, step_retries, cancel_grace)
         self._runner = runner
         self._bus = bus
         self._run_id: str = getattr(bus, "run_id", "")  # stamped here: the bus need not copy
+        self._emit = bus.emit_stamped if self._run_id else bus.emit
         self._sched = Scheduler(max_running=max_workers, tool_caps=tool_caps, on_error=on_error)
         self._fail_fast = on_error == "fail-fast"
         self._timeout = step_timeout
@@ -163,6 +179,7 @@ class Executor:
         self._t0 = clock() if t0 is None else t0
         self._t0_given = t0 is not None
         self._grace = cancel_grace
+        self._durable = durable
         self._pool, self._owns_pool = _pool_for(pool, max_workers)
         self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -306,6 +323,8 @@ class Executor:
     def _handle(self, message: _Message) -> None:
         if isinstance(message, _Done):
             self._on_done(message)
+        elif isinstance(message, _Durable):
+            self._sched.release(message.step_id)
         elif isinstance(message, _Added):
             for step in message.steps:
                 self._on_added(step)
@@ -478,19 +497,26 @@ class Executor:
         record.status, record.output, record.finished_at = "succeeded", result.output, at
         record.attempts = job.attempts
         record.usage += result.usage
-        self._sched.succeeded(step_id)
         run_id = self._run_id
         self._emit(
             StepFinished(
                 at, step_id, result.output, record.duration, record.attempts, run_id=run_id
             )
         )
+        self._sched.succeeded(step_id, release=not self._held_back(step_id))
         if result.usage.total_tokens:
             self._emit(
                 UsageRecorded(at, result.usage, step_id, "step", result.model, run_id=run_id)
             )
             self._step_usage += result.usage
             self._check_budget()
+
+    def _held_back(self, step_id: str) -> bool:
+        """Whether the dependents of a step that just succeeded wait for its result to be
+        stored (``Durability``): they are released by a ``_Durable`` message then."""
+        if self._durable is None or not self._sched.has_dependents(step_id):
+            return False
+        return not self._durable(step_id, partial(self._inbox.put, _Durable(step_id)))
 
     def _fail(self, job: _Job, error: str, at: float) -> None:
         step_id = job.step.step_id
@@ -614,9 +640,6 @@ class Executor:
 
     def _since(self) -> float:
         return self._clock() - self._t0
-
-    def _emit(self, event: Event) -> None:
-        self._bus.emit(event)
 
 
 def _describe(exc: BaseException) -> str:

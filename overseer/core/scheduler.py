@@ -51,6 +51,7 @@ class Scheduler:
         self._missing: dict[str, int] = {}  # dependencies not yet succeeded
         self._dependents: defaultdict[str, list[str]] = defaultdict(list)
         self._cause: dict[str, str] = {}  # skipped step -> the failed step behind it
+        self._held: set[str] = set()  # succeeded, dependents not yet released
         self._queues: dict[str, deque[tuple[int, str]]] = {}  # key -> (ready seq, step id)
         self._running_by_tool: dict[str, int] = dict.fromkeys(self._caps, 0)
         self._seq = 0
@@ -105,9 +106,27 @@ class Scheduler:
             taken.append(self._steps[step_id])
         return taken
 
-    def succeeded(self, step_id: str) -> None:
-        """A running step succeeded: its dependents may become ready."""
+    def succeeded(self, step_id: str, *, release: bool = True) -> None:
+        """A running step succeeded: its slot is free and its dependents may become ready.
+        ``release=False`` holds them back until ``release(step_id)`` (the executor waits for
+        the journal to commit the result they will be given)."""
         self._finish(step_id, "succeeded")
+        if release:
+            self._release(step_id)
+        else:
+            self._held.add(step_id)
+
+    def release(self, step_id: str) -> None:
+        """The dependents of a succeeded step held back by ``succeeded`` may become ready."""
+        if step_id in self._held:
+            self._held.discard(step_id)
+            self._release(step_id)
+
+    def has_dependents(self, step_id: str) -> bool:
+        """Whether some step added so far waits for ``step_id``."""
+        return bool(self._dependents.get(step_id))
+
+    def _release(self, step_id: str) -> None:
         status, missing = self._status, self._missing
         for dependent in self._dependents.pop(step_id, ()):
             if status.get(dependent) == "pending":
@@ -200,7 +219,7 @@ class Scheduler:
     def _register_deps(self, step: Step) -> None:
         missing = 0
         for dep in step.depends_on:
-            if self._status.get(dep) != "succeeded":
+            if self._status.get(dep) != "succeeded" or dep in self._held:
                 missing += 1
                 self._dependents[dep].append(step.step_id)
         self._missing[step.step_id] = missing

@@ -16,6 +16,8 @@ failure (damaged, unwritable) gives up on the runs of that batch, reported once 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import os
 import sqlite3
 import threading
@@ -73,6 +75,8 @@ class Writer:
         self._stalled = False
         self._conn: sqlite3.Connection | None = None
         self._given_up: set[str] = set()
+        self._callbacks: list[tuple[int, int, Callable[[], None]]] = []  # ``when_done``'s
+        self._tickets = itertools.count()
         _WRITERS.add(self)
 
     def _forget_after_fork(self) -> None:
@@ -82,6 +86,7 @@ class Writer:
         self._work = threading.Condition(self._lock)
         self._flushed = threading.Condition(self._lock)
         self._queue.clear()
+        self._callbacks.clear()  # for runs of the parent's threads, which the child has not
         self._done = self._taken = self._submitted
         self._thread, self._conn = None, None
         self._idle = self._gathering = self._urgent = self._stalled = False
@@ -119,6 +124,20 @@ class Writer:
             if self._gathering:
                 self._work.notify()
             self._wait_for(seq, "commit")
+
+    def when_done(self, upto: int, then: Callable[[], None]) -> bool:
+        """Like ``settle`` without waiting: True when the events up to place ``upto`` are
+        committed (or the file is found locked); else False, and ``then()`` is called, on the
+        writer's thread and exactly once, when they are, when the file is found locked, or when
+        they are given up on. The batch they are in is committed without gathering more."""
+        with self._lock:
+            if self._done >= min(upto, self._submitted) or self._stalled:
+                return True
+            heapq.heappush(self._callbacks, (upto, next(self._tickets), then))
+            self._urgent = True
+            if self._gathering:
+                self._work.notify()
+            return False
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is written or given up on; False on timeout.
@@ -163,7 +182,17 @@ class Writer:
     def _mark_done(self, upto: int) -> None:
         with self._lock:
             self._done = max(self._done, upto)
+            due = self._due(self._done)
             self._flushed.notify_all()
+        _call(due)
+
+    def _due(self, upto: int | None) -> list[Callable[[], None]]:
+        """Take the ``when_done`` callbacks for places up to ``upto`` (None: all of them). The
+        caller holds ``self._lock`` and calls them once it has let go of it."""
+        callbacks, due = self._callbacks, []
+        while callbacks and (upto is None or callbacks[0][0] <= upto):
+            due.append(heapq.heappop(callbacks)[2])
+        return due
 
     def _take(self) -> list[Event] | None:
         """Everything queued (waiting for something if nothing is); None: the thread ends."""
@@ -253,10 +282,14 @@ class Writer:
                 self._on_problem(event, message)
 
     def _set_stalled(self, stalled: bool) -> None:
+        due: list[Callable[[], None]] = []
         with self._lock:
             if self._stalled != stalled:
                 self._stalled = stalled
+                if stalled:  # a lock never holds a step up: nobody waits for the commit now
+                    due = self._due(None)
                 self._flushed.notify_all()
+        _call(due)
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -280,6 +313,13 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _call(callbacks: list[Callable[[], None]]) -> None:
+    """Run ``when_done`` callbacks; one that raises does not keep the others from running."""
+    for callback in callbacks:
+        with contextlib.suppress(Exception):
+            callback()
 
 
 def _is_lock(exc: BaseException) -> bool:

@@ -294,7 +294,9 @@ class _Run:
         resumed: Resumed | None = None,
     ) -> RunReport:
         """Run to the end; a run that raises instead ends with a ``RunAborted`` event."""
-        unsubscribe = self.bus.subscribe(self.services.meter.observe)
+        # the meter serves the budget only: without one it need not see every event
+        budget = self.owner.settings.run.max_tokens is not None
+        unsubscribe = self.bus.subscribe(self.services.meter.observe) if budget else _nothing
         try:
             return self._execute(context, plan, prior, resumed or Resumed())
         except BaseException as exc:
@@ -378,6 +380,8 @@ class _Run:
         return self.services.run_step(tool, self.step_prompt(step, inputs), ctx)
 
     def step_prompt(self, step: Step, inputs: Mapping[str, str]) -> str:
+        if not step.depends_on:
+            return render("step_user.md", description=step.description, inputs="")
         blocks = "".join(
             render(
                 "step_input.md",
@@ -673,3 +677,7 @@ def _interrupt_reason(exc: KeyboardInterrupt) -> str:
 
 def _since(t0: float) -> float:
     return time.monotonic() - t0
+
+
+def _nothing() -> None:
+    return None

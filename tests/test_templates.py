@@ -62,3 +62,14 @@ def test_an_invalid_placeholder_says_where() -> None:
 
 def test_values_that_are_not_text_are_shown_as_str() -> None:
     assert _Parsed("$n steps, ok: $ok").fill({"n": 3, "ok": True}) == "3 steps, ok: True"
+
+
+def test_a_value_is_shown_as_str_shows_it_even_where_format_differs() -> None:
+    class Shown:
+        def __str__(self) -> str:
+            return "as str"
+
+        def __format__(self, spec: str) -> str:
+            return "as format"
+
+    assert _Parsed("{$a} and {{$b}}").fill({"a": Shown(), "b": "x"}) == "{as str} and {{x}}"

@@ -8,6 +8,7 @@ three quarters of a zero-time step's prompt).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from string import Template
 
@@ -23,9 +24,10 @@ def render(name: str, **values: object) -> str:
 
 class _Parsed:
     """A template as alternating literal text and placeholder names (``literals`` has one more
-    item than ``names``); ``$$`` is already a literal ``$``."""
+    item than ``names``); ``$$`` is already a literal ``$``. Filled by ``str.format_map`` over
+    the same text with ``{name}`` fields (its own braces doubled): one call into C."""
 
-    __slots__ = ("literals", "names")
+    __slots__ = ("_format", "literals", "names")
 
     def __init__(self, text: str) -> None:
         literals: list[str] = []
@@ -48,14 +50,17 @@ class _Parsed:
         literals.append("".join(literal))
         self.literals = tuple(literals)
         self.names = tuple(names)
+        escaped = [t.replace("{", "{{").replace("}", "}}") for t in self.literals]
+        fields = [f"{{{name}}}" for name in self.names]
+        self._format = escaped[0] + "".join(f + t for f, t in zip(fields, escaped[1:], strict=True))
 
-    def fill(self, values: dict[str, object]) -> str:
-        literals = self.literals
-        parts = [literals[0]]
-        for i, name in enumerate(self.names, 1):
-            parts.append(str(values[name]))
-            parts.append(literals[i])
-        return "".join(parts)
+    def fill(self, values: Mapping[str, object]) -> str:
+        """The text with each placeholder's value as ``str`` gives it."""
+        for value in values.values():
+            if type(value) is not str:  # ``format`` need not agree with ``str`` (an enum)
+                values = {k: str(v) for k, v in values.items()}
+                break
+        return self._format.format_map(values)
 
 
 @cache

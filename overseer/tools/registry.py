@@ -11,7 +11,7 @@ import importlib
 import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from overseer.backends.chat import ChatClient, ChatRequest
@@ -112,10 +112,17 @@ class FunctionTool:
     description: str
     function: Callable[..., Any]
     max_concurrency: int | None = None
+    _accepted: frozenset[str] = field(init=False, repr=False, compare=False)
+    _plain: bool = field(init=False, repr=False, compare=False)  # takes no step context
+
+    def __post_init__(self) -> None:  # its parameters, worked out once, not on every call
+        accepted = _parameters(self.function)
+        object.__setattr__(self, "_accepted", accepted)
+        object.__setattr__(self, "_plain", accepted.isdisjoint(_CONTEXT))
 
     def run(self, prompt: str, options: dict[str, Any], ctx: CallContext) -> ToolResult:
-        accepted = _parameters(self.function)
-        kwargs = dict(options) if options or not accepted.isdisjoint(_CONTEXT) else None
+        accepted = self._accepted
+        kwargs = dict(options) if options or not self._plain else None
         if kwargs is not None:
             if "inputs" in accepted:
                 kwargs["inputs"] = dict(ctx.inputs)

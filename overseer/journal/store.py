@@ -166,13 +166,8 @@ class Journal:
                 return _nothing
             self._buses.add(bus)
 
-        plain, record_plain, submit = _PLAIN, self._record_plain, self._submit
-
         def handle(event: Event) -> None:
-            if type(event) in plain:  # most events: one call fewer on the run's path
-                record_plain(event)
-            else:
-                submit(event, bus)
+            self._submit(event, bus)
 
         unsubscribe = bus.subscribe(handle)
 

@@ -1,7 +1,7 @@
 """Fill the prompt templates of ``prompts/`` (``$name`` placeholders, ``string.Template``).
 
 Every step of a run renders a template, so each file is parsed once, with ``string.Template``'s
-own pattern, into its literal text and the names between: filling it is then one join, where
+own pattern, into a ``str.format_map`` text: filling it is then one call into C, where
 ``Template.substitute`` runs a regular expression and a Python callback per placeholder (about
 three quarters of a zero-time step's prompt).
 """
@@ -23,36 +23,27 @@ def render(name: str, **values: object) -> str:
 
 
 class _Parsed:
-    """A template as alternating literal text and placeholder names (``literals`` has one more
-    item than ``names``); ``$$`` is already a literal ``$``. Filled by ``str.format_map`` over
-    the same text with ``{name}`` fields (its own braces doubled): one call into C."""
+    """A template as the text ``str.format_map`` fills: each placeholder a ``{name}`` field,
+    ``$$`` a plain ``$``, the template's own braces doubled."""
 
-    __slots__ = ("_format", "literals", "names")
+    __slots__ = ("_format",)
 
     def __init__(self, text: str) -> None:
-        literals: list[str] = []
-        names: list[str] = []
-        literal, start = [], 0
+        parts: list[str] = []
+        start = 0
         for match in Template.pattern.finditer(text):
-            literal.append(text[start : match.start()])
+            parts.append(_braces(text[start : match.start()]))
             start = match.end()
             if match.group("escaped") is not None:
-                literal.append("$")
+                parts.append("$")
                 continue
             found = match.group("named") or match.group("braced")
             if found is None:
                 line = text.count("\n", 0, match.start()) + 1
                 raise ValueError(f"invalid placeholder in the template, line {line}")
-            literals.append("".join(literal))
-            names.append(found)
-            literal = []
-        literal.append(text[start:])
-        literals.append("".join(literal))
-        self.literals = tuple(literals)
-        self.names = tuple(names)
-        escaped = [t.replace("{", "{{").replace("}", "}}") for t in self.literals]
-        fields = [f"{{{name}}}" for name in self.names]
-        self._format = escaped[0] + "".join(f + t for f, t in zip(fields, escaped[1:], strict=True))
+            parts.append(f"{{{found}}}")
+        parts.append(_braces(text[start:]))
+        self._format = "".join(parts)
 
     def fill(self, values: Mapping[str, object]) -> str:
         """The text with each placeholder's value as ``str`` gives it."""
@@ -61,6 +52,10 @@ class _Parsed:
                 values = {k: str(v) for k, v in values.items()}
                 break
         return self._format.format_map(values)
+
+
+def _braces(literal: str) -> str:
+    return literal.replace("{", "{{").replace("}", "}}")
 
 
 @cache

@@ -63,12 +63,12 @@ class _StepLease:
         self._hold: _Hold | None = None
 
     def __enter__(self) -> Slot:
-        self._hold = self._gate.take(self._tool, self._ctx)
+        self._hold = self._gate._acquire(self._tool, None, self._ctx)
         return Slot()
 
     def __exit__(self, *exc_info: object) -> None:
         if self._hold is not None:
-            self._gate.give_back(self._hold)
+            self._gate._release(self._hold)
             self._hold = None
 
 
@@ -98,15 +98,6 @@ class Gate:
     def step(self, tool: str, ctx: CallContext) -> AbstractContextManager[Slot]:
         """Hold a slot (and ``tool``'s cap) while a plan step runs."""
         return _StepLease(self, tool, ctx)
-
-    def take(self, tool: str, ctx: CallContext) -> _Hold:
-        """What ``step`` holds, without its context manager, for the engine's every step: a
-        slot and ``tool``'s cap until ``give_back``."""
-        return self._acquire(tool, None, ctx)
-
-    def give_back(self, hold: _Hold) -> None:
-        """Free what ``take`` held."""
-        self._release(hold)
 
     @contextmanager
     def call(self, tool: str, owner: Slot | None, ctx: CallContext) -> Iterator[None]:

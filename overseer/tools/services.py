@@ -113,14 +113,10 @@ class RunServices:
 
     def run_step(self, tool: Tool, prompt: str, ctx: CallContext) -> ToolResult:
         """Run a plan step's tool while holding its slot; the services ride along in ``ctx``."""
-        extra = ctx.extra
-        extra[SERVICES_KEY] = self
-        hold = self.gate.take(tool.name, ctx)  # ``gate.step`` without the context manager
-        try:
-            extra[SLOT_KEY] = Slot()
+        ctx.extra[SERVICES_KEY] = self
+        with self.gate.step(tool.name, ctx) as slot:
+            ctx.extra[SLOT_KEY] = slot
             return tool.run(prompt, {}, ctx)
-        finally:
-            self.gate.give_back(hold)
 
 
 def services_of(ctx: CallContext) -> RunServices | None:

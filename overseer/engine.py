@@ -296,14 +296,15 @@ class _Run:
         """Run to the end; a run that raises instead ends with a ``RunAborted`` event."""
         # the meter serves the budget only: without one it need not see every event
         budget = self.owner.settings.run.max_tokens is not None
-        unsubscribe = self.bus.subscribe(self.services.meter.observe) if budget else _nothing
+        unsubscribe = self.bus.subscribe(self.services.meter.observe) if budget else None
         try:
             return self._execute(context, plan, prior, resumed or Resumed())
         except BaseException as exc:
             self.bus.emit(RunAborted(_since(self.t0), *_abort_status(exc)))
             raise
         finally:
-            unsubscribe()
+            if unsubscribe is not None:
+                unsubscribe()
 
     def _execute(
         self,
@@ -677,7 +678,3 @@ def _interrupt_reason(exc: KeyboardInterrupt) -> str:
 
 def _since(t0: float) -> float:
     return time.monotonic() - t0
-
-
-def _nothing() -> None:
-    return None

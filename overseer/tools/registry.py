@@ -112,21 +112,19 @@ class FunctionTool:
     description: str
     function: Callable[..., Any]
     max_concurrency: int | None = None
-    _accepted: frozenset[str] = field(init=False, repr=False, compare=False)
-    _plain: bool = field(init=False, repr=False, compare=False)  # takes no step context
+    # which of ``inputs`` and ``task`` the function takes, worked out once, not on every call
+    _context: frozenset[str] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:  # its parameters, worked out once, not on every call
-        accepted = _parameters(self.function)
-        object.__setattr__(self, "_accepted", accepted)
-        object.__setattr__(self, "_plain", accepted.isdisjoint(_CONTEXT))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_context", _parameters(self.function) & _CONTEXT)
 
     def run(self, prompt: str, options: dict[str, Any], ctx: CallContext) -> ToolResult:
-        accepted = self._accepted
-        kwargs = dict(options) if options or not self._plain else None
+        wanted = self._context
+        kwargs = dict(options) if options or wanted else None
         if kwargs is not None:
-            if "inputs" in accepted:
+            if "inputs" in wanted:
                 kwargs["inputs"] = dict(ctx.inputs)
-            if "task" in accepted:
+            if "task" in wanted:
                 kwargs["task"] = ctx.task
         try:
             value = self.function(prompt) if kwargs is None else self.function(prompt, **kwargs)

@@ -620,10 +620,7 @@ def test_with_no_backend_a_request_runs_on_the_embedded_server(
     assert server.pid is None and pid is not None and gone(pid)
 
 
-def test_a_named_server_starts_no_sdk_import_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    from overseer.backends import llm
-
-    monkeypatch.setattr(llm, "preload", _forbidden)
+def test_a_named_server_is_used_as_it_is() -> None:
     settings = load_settings(overrides={"backend.base_url": "http://127.0.0.1:9/v1"})
     with Overseer(settings, journal=False) as engine:
         assert not isinstance(engine.chat, WatchedChat)

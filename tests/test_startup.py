@@ -89,21 +89,6 @@ def test_the_first_call_imports_openai_and_answers(tmp_path: Path) -> None:
         assert loaded_after(code, tmp_path) == ["openai"]
 
 
-def test_preload_imports_openai_on_a_daemon_thread(tmp_path: Path) -> None:
-    code = (
-        "import threading\n"
-        "from overseer.backends.llm import preload\n"
-        "preload()\n"
-        "preload()  # once is enough\n"
-        "loaders = [t for t in threading.enumerate() if t.name == 'overseer-openai-import']\n"
-        "assert len(loaders) <= 1, loaders\n"
-        "for t in loaders:\n"
-        "    assert t.daemon\n"
-        "    t.join()\n"
-    )
-    assert loaded_after(code, tmp_path) == ["openai"]
-
-
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["plan", "--help"], ["runs", "--help"], ["resume", "--help"], ["--version"]],

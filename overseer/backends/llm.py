@@ -10,7 +10,8 @@ by shutting down the socket the calling thread is reading or writing (see ``_Abo
 raises ``Cancelled``. Requests without a token behave as before.
 
 What a call costs: ``openai`` is imported on the first call, not with this module (its import
-builds some 660 pydantic models, about a second); ``preload()`` starts it early on a thread. A
+builds some 660 pydantic models, about half a second); the command line imports it while it
+starts, with the collector paused (``import_sdk``, ``interfaces/startup.py``). A
 plain call serialises its body here and sends it as the client's ``post`` would: the client
 builds the chat completions request once (base URL, auth, default headers), and each body then
 goes through the httpcore pool of the client's own transport (``prepared.py``), its
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     import openai
     import tenacity
 
-__all__ = ["OpenAIChat", "RetryPolicy", "classify_error", "import_sdk", "preload"]
+__all__ = ["OpenAIChat", "RetryPolicy", "classify_error", "import_sdk"]
 
 log = logging.getLogger(__name__)
 
@@ -109,35 +110,10 @@ def _caught() -> tuple[type[Exception], ...]:
     return (openai.OpenAIError, httpx2.HTTPError, ValueError, RecursionError, _MalformedReply)
 
 
-def preload() -> None:
-    """Import the openai SDK on a daemon thread now, so that the first call finds it loaded.
-
-    ``import openai`` builds some 660 pydantic models: about a second of CPU that nothing but a
-    call needs (and a client's ``.chat`` some 30 ms more). An ``OpenAIChat`` imports it on its
-    first call; a caller that knows a call is coming (the command line, before it loads the
-    configuration) can start it early here.
-    """
-    with _PRELOAD_LOCK:
-        if _PRELOADED:
-            return
-        _PRELOADED.append(True)
-    threading.Thread(target=_import_sdk, name="overseer-openai-import", daemon=True).start()
-
-
-_PRELOAD_LOCK = threading.Lock()
-_PRELOADED: list[bool] = []
-
-
 def import_sdk() -> None:
     """Import the openai SDK on this thread now (what every call needs), rather than on the
     first call; raises ``ImportError`` when it is missing."""
     import openai  # noqa: F401
-
-
-def _import_sdk() -> None:
-    with contextlib.suppress(Exception):  # the first call imports it again and says what failed
-        # openai, and what a client's ``.chat`` loads on its first use (some 30 ms more)
-        import openai.resources.chat.chat  # noqa: F401
 
 
 _CHUNK_LOCK = threading.Lock()

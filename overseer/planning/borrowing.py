@@ -63,18 +63,6 @@ class Borrowing:
                 found.append(match.group())
         return found
 
-    def problem(self, step_id: str, description: str) -> str | None:
-        """The sentence that sends step ``step_id`` back, or None when it borrowed nothing."""
-        found = self.words_in(description)
-        if not found:
-            return None
-        quoted = ", ".join(repr(w) for w in found)
-        return (
-            f"step {step_id!r} names {quoted}, which come from an example, not from this "
-            "request: write its description from the request's own words, without "
-            f"{'it' if len(found) == 1 else 'them'}"
-        )
-
 
 def _example_text(example: Mapping[str, Any]) -> Iterable[str]:
     yield str(example["request"])

@@ -470,23 +470,34 @@ def _steps(n: int, tool: str, parents: Callable[[int], list[int]]) -> Any:
 def library_run(plan: Any, journal: bool, max_workers: int, repeat: int) -> tuple[float, float]:
     """Median (wall, CPU of the whole process) seconds of ``Overseer.run`` with the plan given
     (no planning, no server), after a one-step run on the same engine: a user's journal file
-    exists after the first run, and creating one (15-30 ms) is not what a run costs. CPU counts
-    every thread: on a shared machine it moves less."""
+    exists after the first run, and creating one (15-30 ms) is not what a run costs. The journal
+    is flushed before each run, so what an earlier run left it to write is not measured as this
+    one's. CPU counts every thread, up to the journal's flush after the run (it writes the run's
+    ``--json`` object after ``run()`` returns): on a shared machine it moves less."""
     walls, cpus = [], []
     with tempfile.TemporaryDirectory() as state:
         for _ in range(repeat):
             engine = _engine(journal, Path(state), max_workers)
             engine.run("warm-up", plan=_steps(1, "zero", lambda i: []))  # the journal file exists
+            _settle(engine)
             before = os.times()
             start = time.perf_counter()
             report = engine.run("benchmark", plan=plan)
             walls.append(time.perf_counter() - start)
-            after = os.times()
+            _settle(engine)  # its --json object, written after run() returned: not in the next
+            after = os.times()  # the CPU counts that write too
             cpus.append(after.user + after.system - before.user - before.system)
             if report.status != "succeeded":
                 raise SystemExit(f"the library run failed: {report.outcome.reason}")
             engine.close()
     return statistics.median(walls), statistics.median(cpus)
+
+
+def _settle(engine: Any) -> None:
+    """Wait for what the journal writes after ``run()`` returned (a finished run's ``--json``
+    object, off the run's path): left running, it would be measured as part of the next run."""
+    if engine.journal is not None:
+        engine.journal.flush()
 
 
 def thread_pool_run(n: int, max_workers: int, repeat: int) -> tuple[float, float]:

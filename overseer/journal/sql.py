@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any, cast
 
+from pydantic_core import to_json
+
 from overseer.core.plan import Plan, Step
 from overseer.core.report import RunReport
 from overseer.events import (
@@ -334,7 +336,7 @@ def _final_report(conn: sqlite3.Connection, event: FinalReport) -> None:
     report = cast(RunReport, event.report)
     conn.execute(
         "UPDATE runs SET report = ? WHERE run_id = ? AND status = ?",
-        (json.dumps(report.to_json(), ensure_ascii=False), event.run_id, report.outcome.status),
+        (to_json(report.to_json()).decode(), event.run_id, report.outcome.status),
     )
 
 

@@ -92,6 +92,23 @@ def test_the_stored_run_gives_back_the_very_report_json() -> None:
     assert rebuilt.timing == report.timing and rebuilt.status == "succeeded"
 
 
+def test_the_stored_report_json_keeps_any_text_a_step_returns() -> None:
+    """The stored object is encoded by pydantic-core: quotes, newlines, a NUL, accents and
+    astral characters come back as they went in."""
+    odd = 'é "quoted" \\ back\nslash\x00 nul, \u2603 and \U0001f600'
+
+    def step(request: object) -> str:
+        return odd
+
+    plan = parse_plan([{"step_id": "s1", "description": "odd text", "tool": "general"}])
+    eng = engine(RuleChat([], step), overrides={"run.synthesize": False})
+    report = eng.run("odd", plan=plan)
+    stored = Journal().load(report.run_id)
+    assert stored.final is not None  # the object written after the run, not one rebuilt
+    assert stored.to_json() == report.to_json()
+    assert stored.to_json()["steps"][0]["output"] == odd
+
+
 def test_the_journal_file_is_in_the_state_directory(tmp_path: Path) -> None:
     assert default_journal_path({"OVERSEER_HOME": str(tmp_path)}) == tmp_path / JOURNAL_FILE
     assert default_journal_path({"XDG_STATE_HOME": str(tmp_path)}) == (

@@ -91,6 +91,7 @@ class Overseer:
         journal: Journal | bool | None = True,
     ) -> None:
         self._resources = ExitStack()
+        self.journal: Journal | None = None  # set below; close() may run before (a failed start)
         try:
             self.settings = settings or load_settings()
             self.run_settings = run_settings(self.settings)  # as configured, before a backend
@@ -114,7 +115,12 @@ class Overseer:
             self.journal.attach(self.bus)
 
     def close(self) -> None:
-        """Stop what this engine started (the embedded model's server); safe to repeat."""
+        """Stop what this engine started (the embedded model's server), once the journal has
+        written what its runs left queued (a finished run's ``--json`` object, which it writes
+        after ``run()`` returns): another process reading the file then finds it. Safe to
+        repeat. The journal stays open: it may be shared with other engines of the process."""
+        if self.journal is not None:
+            self.journal.flush(JOURNAL_FLUSH_S)
         self._resources.close()
 
     def __enter__(self) -> Overseer:
@@ -633,6 +639,9 @@ def call_interruptibly(call: Callable[[], T], cancel: threading.Event) -> T:
     return job.result()
 
 
+JOURNAL_FLUSH_S = 10.0
+"""The longest ``close()`` waits for the journal: more than its lock patience (5 s) and busy
+timeout (1 s), which bound how long a write is retried before the journal gives it up."""
 CANCEL_JOIN_S = 5.0
 """How long an interrupted call may take to wind down after its cancel (it is aborted at once)."""
 

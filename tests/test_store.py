@@ -109,6 +109,37 @@ def test_the_stored_report_json_keeps_any_text_a_step_returns() -> None:
     assert stored.to_json()["steps"][0]["output"] == odd
 
 
+def test_closing_the_engine_waits_for_the_report_json_the_journal_writes_after_the_run(
+    tmp_path: Path,
+) -> None:
+    """The ``--json`` object is written after ``run()`` returns; here another connection holds
+    the file from the moment the run ends, so it is still queued when ``close()`` is called:
+    ``close()`` returns only once it is written, where another process can read it."""
+    path = tmp_path / JOURNAL_FILE
+    Journal(path).list_runs()
+    holder = sqlite3.connect(path, isolation_level=None)
+    eng = engine(RuleChat([JOKE]), journal=Journal(path))
+
+    def hold(event: Event) -> None:  # after the journal's own subscriber: the end is committed
+        if isinstance(event, RunFinished):
+            holder.execute("BEGIN IMMEDIATE")
+
+    eng.bus.subscribe(hold)
+    report = eng.run("jokes")
+    closing = threading.Thread(target=eng.close)
+    closing.start()
+    holder.execute("ROLLBACK")  # the writer's retry gets the file now
+    closing.join(WAIT)
+    assert not closing.is_alive()
+    reader = sqlite3.connect(path)
+    try:
+        [(stored,)] = reader.execute("SELECT report FROM runs WHERE run_id = ?", (report.run_id,))
+    finally:
+        reader.close()
+        holder.close()
+    assert stored is not None and '"run_id":"' + report.run_id + '"' in stored
+
+
 def test_the_journal_file_is_in_the_state_directory(tmp_path: Path) -> None:
     assert default_journal_path({"OVERSEER_HOME": str(tmp_path)}) == tmp_path / JOURNAL_FILE
     assert default_journal_path({"XDG_STATE_HOME": str(tmp_path)}) == (

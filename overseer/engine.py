@@ -118,9 +118,10 @@ class Overseer:
         """Stop what this engine started (the embedded model's server), once the journal has
         written what its runs left queued (a finished run's ``--json`` object, which it writes
         after ``run()`` returns): another process reading the file then finds it. Safe to
-        repeat. The journal stays open: it may be shared with other engines of the process."""
+        repeat. ``Journal.close`` waits within the journal's own lock patience, and the file
+        opens again when next used, so engines sharing the journal are not disturbed."""
         if self.journal is not None:
-            self.journal.flush(JOURNAL_FLUSH_S)
+            self.journal.close()
         self._resources.close()
 
     def __enter__(self) -> Overseer:
@@ -639,9 +640,6 @@ def call_interruptibly(call: Callable[[], T], cancel: threading.Event) -> T:
     return job.result()
 
 
-JOURNAL_FLUSH_S = 10.0
-"""The longest ``close()`` waits for the journal: more than its lock patience (5 s) and busy
-timeout (1 s), which bound how long a write is retried before the journal gives it up."""
 CANCEL_JOIN_S = 5.0
 """How long an interrupted call may take to wind down after its cancel (it is aborted at once)."""
 

@@ -34,6 +34,7 @@ from overseer.events import (
 )
 from overseer.interfaces.runs import format_run
 from overseer.journal import schema
+from overseer.journal import writer as writer_module
 from overseer.journal.reader import is_live
 from overseer.journal.schema import SCHEMA_VERSION
 from overseer.journal.sql import process_start, read_start_time
@@ -460,6 +461,127 @@ def test_when_done_calls_back_when_the_file_is_locked(tmp_path: Path) -> None:
         assert conn.execute("SELECT status FROM steps WHERE step_id = 's1'").fetchone() == (
             "succeeded",
         )
+    writer.close()
+
+
+def _status(path: Path, step_id: str) -> object:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT status FROM steps WHERE step_id = ?", (step_id,)).fetchone()
+
+
+def test_when_done_commits_at_once_while_the_writer_lets_a_batch_gather(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The executor asking is the commit: no hand-off to the writer's thread and back, whose
+    batch is still gathering (for a minute here)."""
+    monkeypatch.setattr(writer_module, "GATHER_S", WAIT)
+    path = tmp_path / JOURNAL_FILE
+    writer = _writer(path)
+    first = writer.submit(StepFinished(0.1, "s1", "one", 0.1, run_id="r"))
+    place = writer.submit(StepFinished(0.2, "s2", "two", 0.1, run_id="r"))
+    called: list[str] = []
+    assert writer.when_done(place, lambda: called.append("then"))
+    assert (_status(path, "s1"), _status(path, "s2")) == (("succeeded",), ("succeeded",))
+    assert writer.when_done(first, lambda: called.append("then")) and called == []
+    later = writer.submit(StepFinished(0.3, "s3", "three", 0.1, run_id="r"))
+    assert writer.when_done(later, lambda: called.append("then"))  # and again
+    assert _status(path, "s3") == ("succeeded",) and called == []
+    writer.close()
+
+
+def test_when_done_never_waits_for_a_lock_held_elsewhere(tmp_path: Path) -> None:
+    """Its own commit does not wait out the busy timeout (a minute here): the batch goes to the
+    writer's thread, which waits for the lock, and ``then`` comes once it finds it locked."""
+    path = tmp_path / JOURNAL_FILE
+    writer = Writer(path, WAIT, WAIT, lambda event, message: None)
+    writer.submit(RunStarted(0.0, "r", "x"), "commit")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    answers: list[bool] = []
+    called = threading.Event()
+    try:
+        place = writer.submit(StepFinished(0.1, "s1", "out", 0.1, run_id="r"))
+        ask = lambda: answers.append(writer.when_done(place, called.set))  # noqa: E731
+        asking = threading.Thread(target=ask)
+        asking.start()
+        asking.join(WAIT / 4)
+        assert answers == [False], "the question waited for the lock"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert called.wait(WAIT) and writer.flush(WAIT)
+    assert _status(path, "s1") == ("succeeded",)
+    writer.close()
+
+
+def test_events_queued_during_an_asked_commit_follow_it_in_order(tmp_path: Path) -> None:
+    """While ``when_done`` commits on one thread, others go on queueing; the writer's thread
+    writes those after it, in order (the last status of a step is the one it ends with)."""
+    path = tmp_path / JOURNAL_FILE
+    writer = _writer(path)
+    for i in range(200):
+        start = writer.submit(StepStarted(float(i), f"s{i}", run_id="r"))
+        done = threading.Thread(
+            target=writer.submit, args=(StepFinished(i + 0.5, f"s{i}", "ok", 0.5, run_id="r"),)
+        )
+        done.start()
+        writer.when_done(start, lambda: None)
+        done.join()
+    assert writer.flush(WAIT)
+    with sqlite3.connect(path) as conn:
+        statuses = conn.execute("SELECT status, COUNT(*) FROM steps GROUP BY status").fetchall()
+    assert statuses == [("succeeded", 200)]
+    writer.close()
+
+
+def test_when_done_leaves_a_long_queue_to_the_writers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The asking thread has steps to start: more than ``HERE_MAX`` events it does not write."""
+    monkeypatch.setattr(writer_module, "GATHER_S", WAIT)
+    monkeypatch.setattr(writer_module, "HERE_MAX", 3)
+    path = tmp_path / JOURNAL_FILE
+    writer = _writer(path)
+    places = [writer.submit(StepFinished(0.1, f"s{i}", "x", 0.1, run_id="r")) for i in range(4)]
+    called = threading.Event()
+    assert not writer.when_done(places[-1], called.set)
+    assert called.wait(WAIT) and _status(path, "s3") == ("succeeded",)
+    writer.close()
+
+
+def test_one_batch_of_many_steps_is_stored_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch folds its steps into rows written a few hundred per statement: every value
+    arrives as it was, floats to the last bit, text with NUL and astral characters."""
+    monkeypatch.setattr(writer_module, "GATHER_S", WAIT)  # all of it in one batch
+    path = tmp_path / JOURNAL_FILE
+    writer = _writer(path)
+    count = 700  # several statements, the last one shorter
+    times = [i / 7 + 1e-9 * i for i in range(count)]
+    outputs = [f"out {i}\x00 \U0001f600 '\"" for i in range(count)]
+    for i in range(count):
+        writer.submit(StepStarted(times[i], f"s{i}", run_id="r"))
+        writer.submit(StepFinished(times[i] + 0.5, f"s{i}", outputs[i], 0.5, 2, run_id="r"))
+    writer.settle(writer.submit(UsageRecorded(1.0, Usage(3, 4), "s1", "step", run_id="r")))
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            """SELECT step_id, status, output, attempts, started_at, finished_at,
+                 prompt_tokens, completion_tokens FROM steps WHERE run_id = 'r'"""
+        ).fetchall()
+    tokens = {"s1": (3, 4)}
+    assert sorted(rows) == sorted(
+        (
+            f"s{i}",
+            "succeeded",
+            outputs[i],
+            2,
+            times[i],
+            times[i] + 0.5,
+            *tokens.get(f"s{i}", (0, 0)),
+        )
+        for i in range(count)
+    )
     writer.close()
 
 

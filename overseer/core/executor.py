@@ -180,6 +180,7 @@ class Executor:
         self._t0_given = t0 is not None
         self._grace = cancel_grace
         self._durable = durable
+        self._unsure: list[str] = []  # held back: stored yet? asked once the inbox is empty
         self._pool, self._owns_pool = _pool_for(pool, max_workers)
         self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -283,6 +284,8 @@ class Executor:
         self._drain()
         self._check_budget()
         while True:
+            if self._unsure:
+                self._ask_durable()
             self._dispatch()  # may settle steps at once (reused from prior): barriers after it
             if self._barriers and self._sched.pending == 0 and self._sched.running == 0:
                 self._release(self._barriers)
@@ -513,10 +516,23 @@ class Executor:
 
     def _held_back(self, step_id: str) -> bool:
         """Whether the dependents of a step that just succeeded wait for its result to be
-        stored (``Durability``): they are released by a ``_Durable`` message then."""
+        stored (``Durability``). Whether it is, is asked once every message in the inbox is
+        handled (``_ask_durable``): the results that came in together are stored together."""
         if self._durable is None or not self._sched.has_dependents(step_id):
             return False
-        return not self._durable(step_id, partial(self._inbox.put, _Durable(step_id)))
+        self._unsure.append(step_id)
+        return True
+
+    def _ask_durable(self) -> None:
+        """Release the dependents of the steps held back whose results are stored (the first
+        question usually stores them all); the others are released by a ``_Durable`` message
+        once theirs is."""
+        unsure, self._unsure = self._unsure, []
+        durable = self._durable
+        assert durable is not None  # only then is a step held back
+        for step_id in unsure:
+            if durable(step_id, partial(self._inbox.put, _Durable(step_id))):
+                self._sched.release(step_id)
 
     def _fail(self, job: _Job, error: str, at: float) -> None:
         step_id = job.step.step_id

@@ -374,6 +374,35 @@ _FOLDED = """INSERT INTO steps (run_id, step_id, status, output, error, attempts
                         ELSE excluded.started_at END,
       prompt_tokens = steps.prompt_tokens + excluded.prompt_tokens,
       completion_tokens = steps.completion_tokens + excluded.completion_tokens"""
+_FOLDED_HEAD, _FOLDED_TAIL = _FOLDED.split(" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_ROW_MARKS = "(" + ", ".join("?" * 10) + ")"
+_CHUNK = 128
+
+
+@cache
+def _folded_sql(rows: int) -> str:
+    return f"{_FOLDED_HEAD} VALUES {', '.join([_ROW_MARKS] * rows)}{_FOLDED_TAIL}"
+
+
+def _upsert_folded(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
+    for at in range(0, len(rows), _CHUNK):
+        chunk = rows[at : at + _CHUNK]
+        conn.execute(_folded_sql(len(chunk)), [v for row in chunk for v in row])
+
+
+def one_statement(events: list[Event]) -> tuple[str, list[Any]] | None:
+    """The one statement that writes ``events``, when one does (a batch of steps that all
+    started in it, without tokens): written on its own, it needs no BEGIN and no COMMIT."""
+    segment = _Segment()
+    for event in events:
+        if type(event) is UsageRecorded or not segment.add(event):
+            return None
+    if segment.others or not segment.folded or len(segment.folded) > _CHUNK:
+        return None
+    rows = list(segment.folded.values())
+    return _folded_sql(len(rows)), [v for row in rows for v in row]
+
+
 _STEP_USAGE = """UPDATE steps SET prompt_tokens = prompt_tokens + ?,
       completion_tokens = completion_tokens + ? WHERE run_id = ? AND step_id = ?"""
 _ROWS = "SELECT {columns} FROM json_each(?) WHERE true"
@@ -446,7 +475,7 @@ class _Segment:
 
     def write(self, conn: sqlite3.Connection) -> None:
         if self.folded:
-            conn.executemany(_FOLDED, list(self.folded.values()))
+            _upsert_folded(conn, list(self.folded.values()))
         for event in self.others:
             WRITERS[type(event)](conn, event)
         if self.step_usage:

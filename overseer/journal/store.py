@@ -13,12 +13,14 @@ rests on:
 - a step that depends on others starts only once its dependencies' results are committed
   (and with them every event queued before them): no dependent runs before the output it is
   given is on disk. The executor holds it back meanwhile (``durability``: it holds neither a
-  worker nor a slot, and nothing else waits for that commit); one that arrives after its
-  dependencies finished (a streamed plan) waits as it starts (``StepStarted``, on its worker
-  thread, before its tool runs). A
-  run killed (Ctrl-C, ``kill -9``) loses at most its steps in flight and the steps that
-  finished within those last 10 ms with no dependent started yet, which resuming runs again
-  (a plan not yet on disk is planned again);
+  worker nor a slot); once its inbox is empty it asks, and when the writer's thread is not
+  writing just then, that question commits everything queued at once, on the executor's
+  thread, without waiting for a lock (a locked file leaves it to the writer's thread). One
+  that arrives after its dependencies finished (a streamed plan) waits as it starts
+  (``StepStarted``, on its worker thread, before its tool runs). A run killed (Ctrl-C,
+  ``kill -9``) loses at most its steps in flight and the steps that finished within those last
+  10 ms with no dependent started yet, which resuming runs again (a plan not yet on disk is
+  planned again);
 - the end of a run (``RunFinished``, ``RunAborted``) waits until everything of the run is
   committed, so a finished run never reads as unfinished; its ``--json`` object follows in a
   transaction nobody waits for (``close()``, a read in the same process and the end of the

@@ -5,6 +5,9 @@ queued so far and writes it in one transaction (group commit): it wakes for ever
 event is on disk within about one transaction of being emitted, and under load one commit carries
 many events. ``submit(..., wait=...)`` also lets the emitter wait until its event is committed,
 which the journal asks for where crash safety depends on it (``store.Journal`` says when).
+``when_done`` (the executor asking whether a result is stored before it starts the steps that
+depend on it) commits what is queued on the asking thread when the writer's thread is not
+writing just then: two thread hand-offs less on each link of a chain of steps.
 
 A write that finds the file locked by another process is retried, with everything queued since
 folded into the same transaction, for up to ``patience`` seconds; meanwhile nobody waits on the
@@ -30,15 +33,20 @@ from typing import Literal
 
 from overseer.events import Event, RunStarted
 from overseer.journal.schema import JournalError, open_journal
-from overseer.journal.sql import write_events
+from overseer.journal.sql import one_statement, write_events
 
-__all__ = ["GATHER_S", "IDLE_EXIT_S", "Wait", "Writer", "problem_text"]
+__all__ = ["GATHER_S", "HERE_MAX", "IDLE_EXIT_S", "Wait", "Writer", "problem_text"]
 
 IDLE_EXIT_S = 2.0
 """A writer with nothing to do for this long ends its thread; the next event starts another."""
 
 GATHER_S = 0.01
 """How long the writer lets events gather after the first of a batch, unless an emitter waits."""
+
+HERE_MAX = 1000
+"""``when_done`` writes what is queued itself up to this many events (a fraction of a
+millisecond per hundred); more is left to the writer's thread: the caller (the executor's
+coordinating thread) has other steps to start."""
 
 _RETRY_FIRST_S = 0.02
 _RETRY_MAX_S = 0.25
@@ -73,7 +81,9 @@ class Writer:
         self._gathering = False
         self._urgent = False
         self._stalled = False
+        self._writing = False  # a batch is being written, by this thread or by ``when_done``
         self._conn: sqlite3.Connection | None = None
+        self._quick: sqlite3.Connection | None = None  # ``when_done``'s: no busy wait
         self._given_up: set[str] = set()
         self._callbacks: list[tuple[int, int, Callable[[], None]]] = []  # ``when_done``'s
         self._tickets = itertools.count()
@@ -88,8 +98,8 @@ class Writer:
         self._queue.clear()
         self._callbacks.clear()  # for runs of the parent's threads, which the child has not
         self._done = self._taken = self._submitted
-        self._thread, self._conn = None, None
-        self._idle = self._gathering = self._urgent = self._stalled = False
+        self._thread, self._conn, self._quick = None, None, None
+        self._idle = self._gathering = self._urgent = self._stalled = self._writing = False
 
     # -- the emitter's side -----------------------------------------------------------------
 
@@ -127,9 +137,19 @@ class Writer:
 
     def when_done(self, upto: int, then: Callable[[], None]) -> bool:
         """Like ``settle`` without waiting: True when the events up to place ``upto`` are
-        committed (or the file is found locked); else False, and ``then()`` is called, on the
-        writer's thread and exactly once, when they are, when the file is found locked, or when
-        they are given up on. The batch they are in is committed without gathering more."""
+        committed (or the file is found locked); else False, and ``then()`` is called, exactly
+        once, when they are, when the file is found locked, or when they are given up on.
+
+        When the writer's thread is not writing just then, the caller commits what is queued
+        itself, at once (True): no hand-off to the writer's thread and back. That write never
+        waits for a lock: on a lock, or any trouble, the batch goes back to the writer's thread
+        (False), whose retries and reports are as for any batch."""
+        with self._lock:
+            if self._done >= min(upto, self._submitted) or self._stalled:
+                return True
+            batch = self._claim_locked()
+        if batch is not None and self._write_here(batch):
+            return True
         with self._lock:
             if self._done >= min(upto, self._submitted) or self._stalled:
                 return True
@@ -155,6 +175,48 @@ class Writer:
             if self._done == self._submitted:
                 self._drop()
 
+    def _claim_locked(self) -> list[Event] | None:
+        """Everything queued, for ``when_done`` to write itself; None while the writer's thread
+        writes (or the file is locked: the writer's thread retries)."""
+        if self._writing or self._stalled or not 0 < len(self._queue) <= HERE_MAX:
+            return None
+        self._writing = True
+        return self._drain_locked()
+
+    def _write_here(self, events: list[Event]) -> bool:
+        """One transaction for ``events`` on the caller's thread, on a connection that never
+        waits for a lock. False: nothing written, and the events are back at the head of the
+        queue, for the writer's thread."""
+        written = False
+        try:
+            if self._quick is None:
+                self._quick = open_journal(self.path, 0.0)
+            self._transaction(self._quick, events)
+            written = True
+        except Exception:  # locked, or worse: the writer's thread retries, or reports it
+            self._drop_quick()
+        finally:  # even on a KeyboardInterrupt here, the events go on to the writer's thread
+            self._after_write_here(events, written)
+        return written
+
+    def _after_write_here(self, events: list[Event], written: bool) -> None:
+        due: list[Callable[[], None]] = []
+        with self._lock:
+            self._writing = False
+            if written:
+                self._done = max(self._done, self._taken)
+                due = self._due(self._done)
+                self._flushed.notify_all()
+            else:
+                self._queue.extendleft(reversed(events))
+                self._urgent = True
+            if self._queue:
+                if self._thread is None:
+                    self._start()
+                else:
+                    self._work.notify()
+        _call(due)
+
     def _wait_for(self, seq: int, wait: Wait, timeout: float | None = None) -> bool:
         def settled() -> bool:
             return self._done >= seq or (wait == "commit" and self._stalled)
@@ -176,12 +238,14 @@ class Writer:
         except BaseException:  # a bug here must not leave emitters waiting forever
             with self._lock:
                 self._thread = None
+                self._writing = False
             self._mark_done(self._submitted)
             raise
 
     def _mark_done(self, upto: int) -> None:
         with self._lock:
             self._done = max(self._done, upto)
+            self._writing = False
             due = self._due(self._done)
             self._flushed.notify_all()
         _call(due)
@@ -195,20 +259,25 @@ class Writer:
         return due
 
     def _take(self) -> list[Event] | None:
-        """Everything queued (waiting for something if nothing is); None: the thread ends."""
+        """Everything queued (waiting for something if nothing is); None: the thread ends.
+        Meanwhile ``when_done`` may write what is queued itself: this thread waits for that."""
         with self._lock:
-            while not self._queue:
-                self._idle = True
-                woken = self._work.wait(IDLE_EXIT_S)
-                self._idle = False
-                if not woken and not self._queue:
-                    self._thread = None
-                    return None
-            if not self._urgent:  # let a batch gather: fewer, larger transactions
-                self._gathering = True
-                self._work.wait(GATHER_S)
-                self._gathering = False
+            while True:
+                while not self._queue or self._writing:
+                    self._idle = True
+                    woken = self._work.wait(IDLE_EXIT_S)
+                    self._idle = False
+                    if not woken and not self._queue and not self._writing:
+                        self._thread = None
+                        return None
+                if not self._urgent:  # let a batch gather: fewer, larger transactions
+                    self._gathering = True
+                    self._work.wait(GATHER_S)
+                    self._gathering = False
+                if self._queue and not self._writing:
+                    break
             self._urgent = False
+            self._writing = True
             return self._drain_locked()
 
     def _drain_locked(self) -> list[Event]:
@@ -223,7 +292,7 @@ class Writer:
         pause = _RETRY_FIRST_S
         while True:
             try:
-                self._transaction(events)
+                self._transaction(self._connect(), events)
             except Exception as exc:  # recording never raises into a run: reported instead
                 if not _is_lock(exc):
                     self._give_up(events, exc)
@@ -246,11 +315,15 @@ class Writer:
         with self._lock:
             return self._drain_locked() if self._queue else []
 
-    def _transaction(self, events: list[Event]) -> None:
-        conn = self._connect()
+    def _transaction(self, conn: sqlite3.Connection, events: list[Event]) -> None:
+        events = self._to_write(events)
+        single = one_statement(events)
+        if single is not None:  # a transaction of its own
+            conn.execute(*single)
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            write_events(conn, self._to_write(events))
+            write_events(conn, events)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -298,9 +371,19 @@ class Writer:
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+        _close(conn)
+        if not self._writing:
+            self._drop_quick()
+
+    def _drop_quick(self) -> None:
+        conn, self._quick = self._quick, None
+        _close(conn)
+
+
+def _close(conn: sqlite3.Connection | None) -> None:
+    if conn is not None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
 
 _WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()

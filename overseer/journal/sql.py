@@ -1,11 +1,13 @@
 """Writing one event into the journal's tables: one small function per event type.
 
 Each function runs inside the writer's open transaction; none commits. ``WRITERS`` maps an event
-type to its function; events of other types are not recorded.
+type to its function; events of other types are not recorded. ``write_batch`` writes a batch of
+events in one transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -42,7 +44,7 @@ __all__ = [
     "FinalReport",
     "process_start",
     "read_start_time",
-    "write_events",
+    "write_batch",
 ]
 
 HOST = socket.gethostname()
@@ -390,19 +392,6 @@ def _upsert_folded(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
         conn.execute(_folded_sql(len(chunk)), [v for row in chunk for v in row])
 
 
-def one_statement(events: list[Event]) -> tuple[str, list[Any]] | None:
-    """The one statement that writes ``events``, when one does (a batch of steps that all
-    started in it, without tokens): written on its own, it needs no BEGIN and no COMMIT."""
-    segment = _Segment()
-    for event in events:
-        if type(event) is UsageRecorded or not segment.add(event):
-            return None
-    if segment.others or not segment.folded or len(segment.folded) > _CHUNK:
-        return None
-    rows = list(segment.folded.values())
-    return _folded_sql(len(rows)), [v for row in rows for v in row]
-
-
 _STEP_USAGE = """UPDATE steps SET prompt_tokens = prompt_tokens + ?,
       completion_tokens = completion_tokens + ? WHERE run_id = ? AND step_id = ?"""
 _ROWS = "SELECT {columns} FROM json_each(?) WHERE true"
@@ -438,6 +427,15 @@ class _Segment:
     def add(self, event: Event) -> bool:
         """Take ``event`` if it is a step event (True), else leave it (False)."""
         kind = type(event)
+        if kind is StepFinished:  # the commonest, with its start: the short way
+            finished = cast(StepFinished, event)
+            row = self.folded.get((finished.run_id, finished.step_id))
+            if row is None:
+                self.others.append(event)
+            else:
+                row[2:6] = ["succeeded", finished.output, None, finished.attempts]
+                row[7] = finished.t
+            return True
         if kind is UsageRecorded:
             self._add_usage(cast(UsageRecorded, event))
             return True
@@ -472,6 +470,14 @@ class _Segment:
             row[9] += tokens[1]
         else:
             _accumulate(self.step_usage.setdefault(key, [0, 0]), tokens)
+
+    def one_statement(self) -> tuple[str, list[Any]] | None:
+        """The one statement that writes this segment, when one does: only steps that started
+        in it, no tokens, at most ``_CHUNK`` of them."""
+        if self.others or self.run_usage or not 0 < len(self.folded) <= _CHUNK:
+            return None
+        rows = self.folded.values()
+        return _folded_sql(len(rows)), [v for row in rows for v in row]
 
     def write(self, conn: sqlite3.Connection) -> None:
         if self.folded:
@@ -510,11 +516,28 @@ def _accumulate(total: list[int], tokens: tuple[int, int]) -> None:
     total[1] += tokens[1]
 
 
-def write_events(conn: sqlite3.Connection, events: list[Event]) -> None:
-    """Write ``events`` in their order (step events batched between run-level events)."""
+def write_batch(conn: sqlite3.Connection, events: list[Event]) -> None:
+    """Write ``events`` in their order, in one transaction (step events batched between
+    run-level events). A batch of steps that all started in it, the usual one under load, is
+    one statement: a transaction by itself, with no BEGIN and COMMIT to wait for."""
     segment = _Segment()
-    for event in events:
-        if not segment.add(event):
-            segment.write(conn)
-            WRITERS[type(event)](conn, event)
-    segment.write(conn)
+    at = 0
+    while at < len(events) and segment.add(events[at]):
+        at += 1
+    single = segment.one_statement() if at == len(events) else None
+    if single is not None:
+        conn.execute(*single)
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        segment.write(conn)
+        for event in events[at:]:
+            if not segment.add(event):
+                segment.write(conn)
+                WRITERS[type(event)](conn, event)
+        segment.write(conn)
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

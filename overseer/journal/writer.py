@@ -33,7 +33,7 @@ from typing import Literal
 
 from overseer.events import Event, RunStarted
 from overseer.journal.schema import JournalError, open_journal
-from overseer.journal.sql import one_statement, write_events
+from overseer.journal.sql import write_batch
 
 __all__ = ["GATHER_S", "HERE_MAX", "IDLE_EXIT_S", "Wait", "Writer", "problem_text"]
 
@@ -316,19 +316,7 @@ class Writer:
             return self._drain_locked() if self._queue else []
 
     def _transaction(self, conn: sqlite3.Connection, events: list[Event]) -> None:
-        events = self._to_write(events)
-        single = one_statement(events)
-        if single is not None:  # a transaction of its own
-            conn.execute(*single)
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            write_events(conn, events)
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        write_batch(conn, self._to_write(events))
 
     def _to_write(self, events: list[Event]) -> list[Event]:
         """``events`` without those of runs given up on (a run that starts again is taken)."""

@@ -83,7 +83,7 @@ from overseer.journal.reader import (
     summary,
 )
 from overseer.journal.schema import SCHEMA_VERSION, JournalError, open_journal
-from overseer.journal.sql import WRITERS, FinalReport
+from overseer.journal.sql import WRITERS, FinalReport, PlanText
 from overseer.journal.writer import Wait, Writer
 
 __all__ = [
@@ -220,6 +220,9 @@ class Journal:
         wait = self._admit(event, bus)
         if wait is None:
             return
+        if kind is PlanReady and cast(PlanReady, event).round <= 1:
+            plan = cast(Plan, cast(PlanReady, event).plan)
+            event = PlanText(event.t, event, plan.model_dump_json(), run_id=event.run_id)
         self._writer.submit(event, wait)
         if wait == "end":
             self._then_report(event, "no")

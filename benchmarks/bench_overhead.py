@@ -467,30 +467,40 @@ def _steps(n: int, tool: str, parents: Callable[[int], list[int]]) -> Any:
     return Plan(steps=tuple(steps))
 
 
-def library_run(plan: Any, journal: bool, max_workers: int, repeat: int) -> tuple[float, float]:
+def library_runs(plan: Any, max_workers: int, repeat: int) -> dict[bool, tuple[float, float]]:
     """Median (wall, CPU of the whole process) seconds of ``Overseer.run`` with the plan given
-    (no planning, no server), after a one-step run on the same engine: a user's journal file
-    exists after the first run, and creating one (15-30 ms) is not what a run costs. The journal
-    is flushed before each run, so what an earlier run left it to write is not measured as this
-    one's. CPU counts every thread, up to the journal's flush after the run (it writes the run's
-    ``--json`` object after ``run()`` returns): on a shared machine it moves less."""
-    walls, cpus = [], []
+    (no planning, no server), journal on (True) and off (False), the two alternating run by run
+    (on a shared machine its speed drifts; alternating, the drift falls on both alike). Each run
+    follows a one-step run on the same engine: a user's journal file exists after the first
+    run, and creating one (15-30 ms) is not what a run costs. The journal is flushed before each
+    run, so what an earlier run left it to write is not measured as this one's. CPU counts every
+    thread, up to the journal's flush after the run (it writes the run's ``--json`` object after
+    ``run()`` returns): on a shared machine it moves less."""
+    walls: dict[bool, list[float]] = {True: [], False: []}
+    cpus: dict[bool, list[float]] = {True: [], False: []}
     with tempfile.TemporaryDirectory() as state:
-        for _ in range(repeat):
-            engine = _engine(journal, Path(state), max_workers)
-            engine.run("warm-up", plan=_steps(1, "zero", lambda i: []))  # the journal file exists
-            _settle(engine)
-            before = os.times()
-            start = time.perf_counter()
-            report = engine.run("benchmark", plan=plan)
-            walls.append(time.perf_counter() - start)
-            _settle(engine)  # its --json object, written after run() returned: not in the next
-            after = os.times()  # the CPU counts that write too
-            cpus.append(after.user + after.system - before.user - before.system)
-            if report.status != "succeeded":
-                raise SystemExit(f"the library run failed: {report.outcome.reason}")
-            engine.close()
-    return statistics.median(walls), statistics.median(cpus)
+        for turn in range(repeat):
+            for journal in (True, False) if turn % 2 == 0 else (False, True):
+                wall, cpu = _library_run(plan, journal, max_workers, Path(state))
+                walls[journal].append(wall)
+                cpus[journal].append(cpu)
+    return {j: (statistics.median(walls[j]), statistics.median(cpus[j])) for j in (True, False)}
+
+
+def _library_run(plan: Any, journal: bool, max_workers: int, state: Path) -> tuple[float, float]:
+    engine = _engine(journal, state, max_workers)
+    engine.run("warm-up", plan=_steps(1, "zero", lambda i: []))  # the journal file exists
+    _settle(engine)
+    before = os.times()
+    start = time.perf_counter()
+    report = engine.run("benchmark", plan=plan)
+    wall = time.perf_counter() - start
+    _settle(engine)  # its --json object, written after run() returned: not in the next
+    after = os.times()  # the CPU counts that write too
+    if report.status != "succeeded":
+        raise SystemExit(f"the library run failed: {report.outcome.reason}")
+    engine.close()
+    return wall, after.user + after.system - before.user - before.system
 
 
 def _settle(engine: Any) -> None:
@@ -615,8 +625,7 @@ def report_library(repeat: int, quick: bool) -> None:
     n = 2_000 if quick else 10_000
     plan = _steps(n, "zero", lambda i: [])
     print(f"\n2. library, {n:,} independent 0 ms steps (max_workers=8)")
-    for journal in (True, False):
-        wall, cpu = library_run(plan, journal, 8, repeat)
+    for journal, (wall, cpu) in library_runs(plan, 8, repeat).items():
         print(f"  {_journal(journal):<34} {_us(wall, n)}   CPU {_us(cpu, n)}")
     pool_wall, pool_cpu = thread_pool_run(n, 8, repeat)
     print(f"  {'eager ThreadPoolExecutor':<34} {_us(pool_wall, n)}   CPU {_us(pool_cpu, n)}")
@@ -630,14 +639,12 @@ def report_library(repeat: int, quick: bool) -> None:
     ]
     dag = _steps(2_000, "zero", lambda i: parents[i])
     print("\n3. library, 2,000-step random DAG of 0 ms steps (0-3 parents, max_workers=8)")
-    for journal in (True, False):
-        wall, cpu = library_run(dag, journal, 8, repeat)
+    for journal, (wall, cpu) in library_runs(dag, 8, repeat).items():
         print(f"  {_journal(journal):<34} {_us(wall, 2_000)}   CPU {_us(cpu, 2_000)}")
 
     fan = _steps(50, "sleep", lambda i: [])
     print("\n4. library, fan-out 50 x 100 ms (x critical path)")
-    for journal in (True, False):
-        wall, _ = library_run(fan, journal, 50, repeat)
+    for journal, (wall, _) in library_runs(fan, 50, repeat).items():
         print(f"  {_journal(journal):<34} x{wall / 0.1:.3f}")
     print(f"  {'asyncio.gather':<34} x{asyncio_fan_out(50, 0.1, repeat) / 0.1:.3f}")
 

@@ -27,8 +27,11 @@ from overseer.events import (
     PlanReady,
     RunFinished,
     RunStarted,
+    StepCancelled,
+    StepFailed,
     StepFinished,
     StepPlanned,
+    StepSkipped,
     StepStarted,
     UsageRecorded,
 )
@@ -327,6 +330,42 @@ def test_many_queued_events_of_each_step_fold_into_its_row(tmp_path: Path) -> No
             1 + n % 2,
         )
         assert (record.started_at, record.finished_at, record.usage) == (0.1, 0.2, Usage(1, 2))
+
+
+def test_every_way_a_step_ends_folds_into_its_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In one batch: a step that fails, one that fails and then succeeds on its retry, one
+    that fails after a retry, and steps settled without running (skipped, cancelled)."""
+    monkeypatch.setattr(writer_module, "GATHER_S", WAIT)  # all of it in one batch
+    path = tmp_path / JOURNAL_FILE
+    writer = _writer(path)
+    events: list[Event] = [
+        StepStarted(0.1, "fails", run_id="r"),
+        StepFailed(0.2, "fails", "boom", 0.1, run_id="r"),
+        StepStarted(0.1, "retried", run_id="r"),
+        StepStarted(0.3, "retried", attempt=2, run_id="r"),
+        StepFinished(0.4, "retried", "second time", 0.3, attempts=2, run_id="r"),
+        StepStarted(0.1, "fails twice", run_id="r"),
+        StepStarted(0.3, "fails twice", attempt=2, run_id="r"),
+        StepFailed(0.5, "fails twice", "again", 0.4, attempts=2, run_id="r"),
+        StepSkipped(0.5, "skipped", "skipped: 'fails' failed", run_id="r"),
+        StepCancelled(0.5, "cancelled", "cancelled: the run stopped", run_id="r"),
+    ]
+    places = [writer.submit(event) for event in events]
+    writer.settle(places[-1])
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT step_id, status, output, error, attempts, started_at, finished_at FROM steps"
+        ).fetchall()
+    assert sorted(rows) == [
+        ("cancelled", "cancelled", None, "cancelled: the run stopped", 0, None, None),
+        ("fails", "failed", None, "boom", 1, 0.1, 0.2),
+        ("fails twice", "failed", None, "again", 2, 0.1, 0.5),
+        ("retried", "succeeded", "second time", None, 2, 0.1, 0.4),
+        ("skipped", "skipped", None, "skipped: 'fails' failed", 0, None, None),
+    ]
+    writer.close()
 
 
 def test_a_step_finishing_in_a_later_batch_than_it_started(tmp_path: Path) -> None:

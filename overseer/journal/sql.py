@@ -381,8 +381,9 @@ WRITERS: dict[type[Event], EventWriter] = {
 # three row updates (started, finished, tokens); and each statement is a round trip for the GIL,
 # which sqlite3 lets go around every one. So the step events between two run-level events (start,
 # plan, end) are folded: a step that started in the segment gets one row with where it got to
-# (running, or how it ended, with its tokens); the events of steps that started before are
-# written kind by kind with ``executemany``. Per step the effect is that of its events in order.
+# (running, or how it ended, with its tokens), and the rows go in statements of up to ``_CHUNK``
+# rows each (one GIL round trip a statement, not a row); the events of steps that started before
+# are written one by one. Per step the effect is that of its events in order.
 
 _FOLDED = """INSERT INTO steps (run_id, step_id, status, output, error, attempts, started_at,
       finished_at, prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -394,7 +395,8 @@ _FOLDED = """INSERT INTO steps (run_id, step_id, status, output, error, attempts
       prompt_tokens = steps.prompt_tokens + excluded.prompt_tokens,
       completion_tokens = steps.completion_tokens + excluded.completion_tokens"""
 _FOLDED_HEAD, _FOLDED_TAIL = _FOLDED.split(" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_ROW_MARKS = "(" + ", ".join("?" * 10) + ")"
+_WIDTH = 10  # values a folded row
+_ROW_MARKS = "(" + ", ".join("?" * _WIDTH) + ")"
 _CHUNK = 128
 
 
@@ -403,10 +405,12 @@ def _folded_sql(rows: int) -> str:
     return f"{_FOLDED_HEAD} VALUES {', '.join([_ROW_MARKS] * rows)}{_FOLDED_TAIL}"
 
 
-def _upsert_folded(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
-    for at in range(0, len(rows), _CHUNK):
-        chunk = rows[at : at + _CHUNK]
-        conn.execute(_folded_sql(len(chunk)), [v for row in chunk for v in row])
+def _upsert_folded(conn: sqlite3.Connection, values: list[Any]) -> None:
+    """The folded rows, ``_WIDTH`` values each one after the other, ``_CHUNK`` per statement."""
+    step = _CHUNK * _WIDTH
+    for at in range(0, len(values), step):
+        chunk = values[at : at + step]
+        conn.execute(_folded_sql(len(chunk) // _WIDTH), chunk)
 
 
 _STEP_USAGE = """UPDATE steps SET prompt_tokens = prompt_tokens + ?,
@@ -433,10 +437,16 @@ _RUN_USAGE = """UPDATE runs SET prompt_tokens = prompt_tokens + ?,
 
 
 class _Segment:
-    """The step events between two run-level events, folded into rows."""
+    """The step events between two run-level events, folded into rows.
+
+    The rows are kept as one flat list (``_WIDTH`` values a row: run, step, status, output,
+    error, attempts, started_at, finished_at, tokens in, tokens out), which is the statement's
+    parameters as they are: folding runs on the writer's thread holding the GIL, so it does as
+    little as it can per event."""
 
     def __init__(self) -> None:
-        self.folded: dict[tuple[str, str], list[Any]] = {}  # started here: the row so far
+        self.values: list[Any] = []
+        self.folded: dict[tuple[str, str], int] = {}  # started here: where its row begins
         self.others: list[Event] = []  # of steps that started before this segment
         self.run_usage: dict[str, list[int]] = {}
         self.step_usage: dict[tuple[str, str], list[int]] = {}
@@ -444,36 +454,36 @@ class _Segment:
     def add(self, event: Event) -> bool:
         """Take ``event`` if it is a step event (True), else leave it (False)."""
         kind = type(event)
-        if kind is StepFinished:  # the commonest, with its start: the short way
-            finished = cast(StepFinished, event)
-            row = self.folded.get((finished.run_id, finished.step_id))
-            if row is None:
-                self.others.append(event)
-            else:
-                row[2:6] = ["succeeded", finished.output, None, finished.attempts]
-                row[7] = finished.t
+        if kind is StepStarted:
+            started: StepStarted = event  # type: ignore[assignment]
+            key = (started.run_id, started.step_id)
+            at = self.folded.get(key)
+            if at is None:
+                self.folded[key] = len(self.values)
+                self.values += (*key, "running", None, None, started.attempt, started.t, None, 0, 0)
+            else:  # a retry: the step keeps its first start
+                self.values[at + 2 : at + 6] = ("running", None, None, started.attempt)
+                self.values[at + 7] = None
             return True
         if kind is UsageRecorded:
-            self._add_usage(cast(UsageRecorded, event))
+            self._add_usage(event)  # type: ignore[arg-type]
             return True
-        if kind not in _STEP_KINDS:
+        if kind not in _ENDS:
             return False
-        key = (event.run_id, cast(StepStarted, event).step_id)
-        row = self.folded.get(key)
-        if kind is StepStarted:
-            self._start(key, row, cast(StepStarted, event))
-        elif row is not None:
-            _settle(row, event)
-        else:
+        ended: StepFinished = event  # type: ignore[assignment]  # or another end
+        at = self.folded.get((ended.run_id, ended.step_id))
+        if at is None:
             self.others.append(event)
+        elif kind is StepFinished:
+            values = self.values
+            values[at + 2] = "succeeded"
+            values[at + 3] = ended.output
+            values[at + 4] = None
+            values[at + 5] = ended.attempts
+            values[at + 7] = ended.t
+        else:
+            _settle(self.values, at, event)
         return True
-
-    def _start(self, key: tuple[str, str], row: list[Any] | None, event: StepStarted) -> None:
-        if row is None:  # status, output, error, attempts, started_at, finished_at, tokens
-            self.folded[key] = [*key, "running", None, None, event.attempt, event.t, None, 0, 0]
-        else:  # a retry: the step keeps its first start
-            row[2:6] = ["running", None, None, event.attempt]
-            row[7] = None
 
     def _add_usage(self, event: UsageRecorded) -> None:
         tokens = (event.usage.prompt_tokens, event.usage.completion_tokens)
@@ -481,10 +491,10 @@ class _Segment:
         if event.step_id is None:
             return
         key = (event.run_id, event.step_id)
-        row = self.folded.get(key)
-        if row is not None:
-            row[8] += tokens[0]
-            row[9] += tokens[1]
+        at = self.folded.get(key)
+        if at is not None:
+            self.values[at + 8] += tokens[0]
+            self.values[at + 9] += tokens[1]
         else:
             _accumulate(self.step_usage.setdefault(key, [0, 0]), tokens)
 
@@ -493,12 +503,11 @@ class _Segment:
         in it, no tokens, at most ``_CHUNK`` of them."""
         if self.others or self.run_usage or not 0 < len(self.folded) <= _CHUNK:
             return None
-        rows = self.folded.values()
-        return _folded_sql(len(rows)), [v for row in rows for v in row]
+        return _folded_sql(len(self.folded)), self.values
 
     def write(self, conn: sqlite3.Connection) -> None:
-        if self.folded:
-            _upsert_folded(conn, list(self.folded.values()))
+        if self.values:
+            _upsert_folded(conn, self.values)
         for event in self.others:
             WRITERS[type(event)](conn, event)
         if self.step_usage:
@@ -511,21 +520,19 @@ class _Segment:
         self.__init__()  # type: ignore[misc]  # empty again, ready for the next segment
 
 
-_STEP_KINDS = (StepStarted, StepFinished, StepFailed, StepSkipped, StepCancelled)
+_ENDS = frozenset({StepFinished, StepFailed, StepSkipped, StepCancelled})
 
 
-def _settle(row: list[Any], event: Event) -> None:
-    """How a step that started in this segment ended, into its folded row."""
-    if isinstance(event, StepFinished):
-        row[2:6] = ["succeeded", event.output, None, event.attempts]
-        row[7] = event.t
-    elif isinstance(event, StepFailed):
-        row[2:6] = ["failed", None, event.error, event.attempts]
-        row[7] = event.t
+def _settle(values: list[Any], at: int, event: Event) -> None:
+    """How a step that started in this segment ended (failed, skipped, cancelled), into its
+    folded row at ``values[at:]``."""
+    if isinstance(event, StepFailed):
+        values[at + 2 : at + 6] = ("failed", None, event.error, event.attempts)
+        values[at + 7] = event.t
     else:
         settled = cast(StepSkipped, event)
-        row[2] = "skipped" if isinstance(event, StepSkipped) else "cancelled"
-        row[4] = settled.reason
+        values[at + 2] = "skipped" if isinstance(event, StepSkipped) else "cancelled"
+        values[at + 4] = settled.reason
 
 
 def _accumulate(total: list[int], tokens: tuple[int, int]) -> None:

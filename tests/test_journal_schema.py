@@ -573,6 +573,36 @@ def test_events_queued_during_an_asked_commit_follow_it_in_order(tmp_path: Path)
     writer.close()
 
 
+def test_events_queued_during_an_asked_commit_wake_the_idle_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's thread, idle, is woken by an event queued while ``when_done`` commits; it
+    must not go back to sleep (for an hour here) with that event queued."""
+    monkeypatch.setattr(writer_module, "IDLE_EXIT_S", 3600.0)
+    path = tmp_path / JOURNAL_FILE
+    writer = _writer(path)
+    inside, go_on = threading.Event(), threading.Event()
+    real = writer_module.write_batch
+
+    def slow_here(conn: sqlite3.Connection, events: list[Event]) -> None:
+        if threading.current_thread().name != "overseer-journal":
+            inside.set()
+            assert go_on.wait(WAIT)
+        real(conn, events)
+
+    monkeypatch.setattr(writer_module, "write_batch", slow_here)
+    place = writer.submit(StepFinished(0.1, "s1", "one", 0.1, run_id="r"))
+    asking = threading.Thread(target=writer.when_done, args=(place, lambda: None))
+    asking.start()
+    assert inside.wait(WAIT)  # the question is committing s1 on its own thread
+    writer.submit(StepFinished(0.2, "s2", "two", 0.1, run_id="r"))
+    go_on.set()
+    asking.join(WAIT)
+    assert writer.flush(WAIT / 4)
+    assert _status(path, "s2") == ("succeeded",)
+    writer.close()
+
+
 def test_when_done_leaves_a_long_queue_to_the_writers_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

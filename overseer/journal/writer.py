@@ -82,6 +82,7 @@ class Writer:
         self._urgent = False
         self._stalled = False
         self._writing = False  # a batch is being written, by this thread or by ``when_done``
+        self._wrote_here_at = 0.0  # when ``when_done`` last committed
         self._conn: sqlite3.Connection | None = None
         self._quick: sqlite3.Connection | None = None  # ``when_done``'s: no busy wait
         self._given_up: set[str] = set()
@@ -205,15 +206,16 @@ class Writer:
             self._writing = False
             if written:
                 self._done = max(self._done, self._taken)
+                self._wrote_here_at = time.monotonic()
                 due = self._due(self._done)
                 self._flushed.notify_all()
             else:
                 self._queue.extendleft(reversed(events))
                 self._urgent = True
-            if self._queue:
+            if self._queue:  # what came meanwhile: a gathering writer's thread writes it anyway
                 if self._thread is None:
                     self._start()
-                else:
+                elif self._idle or self._urgent:
                     self._work.notify()
         _call(due)
 
@@ -271,14 +273,24 @@ class Writer:
                         self._thread = None
                         return None
                 if not self._urgent:  # let a batch gather: fewer, larger transactions
-                    self._gathering = True
-                    self._work.wait(GATHER_S)
-                    self._gathering = False
+                    self._gather()
                 if self._queue and not self._writing:
                     break
             self._urgent = False
             self._writing = True
             return self._drain_locked()
+
+    def _gather(self) -> None:
+        """Let a batch gather for ``GATHER_S``, and for as long again after each commit that
+        ``when_done`` makes meanwhile (it took everything queued before it): each event still
+        waits at most ``GATHER_S``, and under a chain of such commits this thread, writing
+        what they would take, does not take the writing from them. The caller holds the lock."""
+        self._gathering = True
+        until = time.monotonic() + GATHER_S
+        while not self._urgent and (left := until - time.monotonic()) > 0:
+            self._work.wait(left)
+            until = max(until, self._wrote_here_at + GATHER_S)
+        self._gathering = False
 
     def _drain_locked(self) -> list[Event]:
         events = list(self._queue)

@@ -40,7 +40,7 @@ from overseer.journal import schema
 from overseer.journal import writer as writer_module
 from overseer.journal.reader import is_live
 from overseer.journal.schema import SCHEMA_VERSION
-from overseer.journal.sql import process_start, read_start_time
+from overseer.journal.sql import process_start, read_start_time, write_batch
 from overseer.journal.store import JOURNAL_FILE, Journal, default_journal_path
 from overseer.journal.writer import Writer
 from overseer.usage import Usage
@@ -582,7 +582,7 @@ def test_events_queued_during_an_asked_commit_wake_the_idle_writer(
     path = tmp_path / JOURNAL_FILE
     writer = _writer(path)
     inside, go_on = threading.Event(), threading.Event()
-    real = writer_module.write_batch
+    real = write_batch
 
     def slow_here(conn: sqlite3.Connection, events: list[Event]) -> None:
         if threading.current_thread().name != "overseer-journal":

@@ -862,6 +862,22 @@ def test_a_forked_child_records_with_the_journal_it_inherited(tmp_path: Path) ->
     assert {s.run_id for s in Journal(path).list_runs()} == {"parent", "child"}
 
 
+def test_closing_ends_the_writers_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``close()`` leaves no thread behind (idle, it would otherwise wait an hour here); the
+    next event starts one again."""
+    monkeypatch.setattr(writer_module, "IDLE_EXIT_S", 3600.0)
+    path = tmp_path / JOURNAL_FILE
+    writer = _writer(path)
+    thread = writer._thread
+    assert thread is not None
+    writer.close()
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    writer.submit(StepFinished(0.1, "s1", "out", 0.1, run_id="r"), "commit")
+    assert _status(path, "s1") == ("succeeded",)
+    writer.close()
+
+
 def test_resume_takes_the_recorded_settings_and_the_flags_over_them() -> None:
     from overseer.interfaces.runs import resume_parser, resume_settings
 

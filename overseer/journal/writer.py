@@ -83,6 +83,7 @@ class Writer:
         self._stalled = False
         self._writing = False  # a batch is being written, by this thread or by ``when_done``
         self._wrote_here_at = 0.0  # when ``when_done`` last committed
+        self._closing = False  # ``close()`` asked the thread to end once nothing is queued
         self._conn: sqlite3.Connection | None = None
         self._quick: sqlite3.Connection | None = None  # ``when_done``'s: no busy wait
         self._given_up: set[str] = set()
@@ -101,6 +102,7 @@ class Writer:
         self._done = self._taken = self._submitted
         self._thread, self._conn, self._quick = None, None, None
         self._idle = self._gathering = self._urgent = self._stalled = self._writing = False
+        self._closing = False
 
     # -- the emitter's side -----------------------------------------------------------------
 
@@ -170,11 +172,15 @@ class Writer:
             return self._wait_for(self._submitted, "end", timeout)
 
     def close(self) -> None:
-        """Write what is queued, then close the file (a later event opens it again)."""
+        """Write what is queued, then close the file and end the writer's thread (a later
+        event opens the file and starts a thread again)."""
         self.flush(self.patience + self.busy_timeout + 1.0)
         with self._lock:
             if self._done == self._submitted:
                 self._drop()
+            if self._thread is not None:
+                self._closing = True  # the thread ends once it has nothing to write
+                self._work.notify()
 
     def _claim_locked(self) -> list[Event] | None:
         """Everything queued, for ``when_done`` to write itself; None while the writer's thread
@@ -266,11 +272,14 @@ class Writer:
         with self._lock:
             while True:
                 while not self._queue or self._writing:
+                    if self._closing and not self._queue and not self._writing:
+                        self._end_locked()
+                        return None
                     self._idle = True
                     woken = self._work.wait(IDLE_EXIT_S)
                     self._idle = False
                     if not woken and not self._queue and not self._writing:
-                        self._thread = None
+                        self._end_locked()
                         return None
                 if not self._urgent:  # let a batch gather: fewer, larger transactions
                     self._gather()
@@ -287,10 +296,14 @@ class Writer:
         what they would take, does not take the writing from them. The caller holds the lock."""
         self._gathering = True
         until = time.monotonic() + GATHER_S
-        while not self._urgent and (left := until - time.monotonic()) > 0:
+        while not (self._urgent or self._closing) and (left := until - time.monotonic()) > 0:
             self._work.wait(left)
             until = max(until, self._wrote_here_at + GATHER_S)
         self._gathering = False
+
+    def _end_locked(self) -> None:
+        self._thread = None
+        self._closing = False
 
     def _drain_locked(self) -> list[Event]:
         events = list(self._queue)

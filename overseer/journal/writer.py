@@ -211,10 +211,8 @@ class Writer:
         with self._lock:
             self._writing = False
             if written:
-                self._done = max(self._done, self._taken)
                 self._wrote_here_at = time.monotonic()
-                due = self._due(self._done)
-                self._flushed.notify_all()
+                due = self._done_locked(self._taken)
             else:
                 self._queue.extendleft(reversed(events))
                 self._urgent = True
@@ -252,11 +250,16 @@ class Writer:
 
     def _mark_done(self, upto: int) -> None:
         with self._lock:
-            self._done = max(self._done, upto)
-            self._writing = False
-            due = self._due(self._done)
-            self._flushed.notify_all()
+            due = self._done_locked(upto)
         _call(due)
+
+    def _done_locked(self, upto: int) -> list[Callable[[], None]]:
+        """The events up to place ``upto`` are written: the batch's writer is done, waiters are
+        woken; the ``when_done`` callbacks now due, for the caller to call once unlocked."""
+        self._done = max(self._done, upto)
+        self._writing = False
+        self._flushed.notify_all()
+        return self._due(self._done)
 
     def _due(self, upto: int | None) -> list[Callable[[], None]]:
         """Take the ``when_done`` callbacks for places up to ``upto`` (None: all of them). The
